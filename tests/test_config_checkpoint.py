@@ -141,3 +141,15 @@ def test_component_extra_tensor_refused(tmp_path):
     save_component(tmp_path / "m", net.config, state)
     with pytest.raises(CheckpointError, match="unexpected 1 tensor"):
         load_component(tmp_path / "m", Toy, ToyNet)
+
+
+def test_atomic_outputs_get_ordinary_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "f.txt", "x")
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "a").write_text("y")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755

@@ -1,0 +1,1 @@
+"""Networks, one file per family: vae3d, unet3d, dit, text."""
