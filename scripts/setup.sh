@@ -5,8 +5,8 @@
 # and breaks transformers/diffusers imports beside the CPU torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="text,eval"
-[ "${1:-}" = "--dev" ] && extras="text,eval,dev"
+extras="eval"
+[ "${1:-}" = "--dev" ] && extras="eval,dev"
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
