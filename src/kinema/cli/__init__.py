@@ -17,9 +17,10 @@ from kinema import __version__
 from kinema.errors import KinemaError
 
 # Subcommand modules, in the order their commands appear in --help.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("shapes",)
 
 EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, kept apart from 1, which commands use for "checked and failed"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("KINEMA_DEBUG"):
             raise
         print(f"kinema: internal error: {type(e).__name__}: {e} (set KINEMA_DEBUG=1 for a traceback)", file=sys.stderr)
-        return 1
+        return EXIT_INTERNAL
     return int(code or 0)
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: `shapes` judges a clip against its Shapes-world caption."""
