@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kinema.cli
-from kinema.cli.shapes import parse_size
+from kinema.cli.arguments import parse_size
 from kinema.media import read_frames
 from kinema.world.render import render
 from kinema.world.scene import parse_caption

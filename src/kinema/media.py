@@ -307,6 +307,14 @@ def _output_kind(path: Path, raw: str) -> str:
     raise MediaError(f"cannot write {path}: unsupported extension {ext!r}; write {_WRITE_FORMATS}")
 
 
+def check_output_path(path: str | Path) -> str:
+    """Fail fast, before any expensive work, if `path` is not a writable output kind.
+
+    Returns the kind: "mp4", "gif", "npy", "image" or "dir".
+    """
+    return _output_kind(Path(path), str(path))
+
+
 def _check_fps(fps: float) -> Fraction:
     if isinstance(fps, bool) or not isinstance(fps, (int, float, Fraction)) or not (math.isfinite(fps) and fps > 0):
         raise MediaError(f"fps must be a positive number, got {fps!r}")

@@ -10,27 +10,10 @@ kinema command) for a bad caption or an unreadable clip.
 from __future__ import annotations
 
 import argparse
-import re
+
+from kinema.cli.arguments import parse_size, positive_int
 
 EXIT_PASS, EXIT_FAIL = 0, 1
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'HxW' (e.g. '64x64') -> (H, W), both positive integers."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
-        raise argparse.ArgumentTypeError(f"expected HxW with positive integers, e.g. 64x64, got {text!r}")
-    return int(match.group(1)), int(match.group(2))
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("caption", help="e.g. 'a small red circle moving left on a black background'")
     render.add_argument("-o", "--out", required=True, help="output: .mp4, .gif, .npy or a directory of PNG frames")
     render.add_argument("--seed", type=int, default=0, help="seed for the start positions (default 0)")
-    render.add_argument("--frames", type=_positive_int, default=17, help="clip length T (default 17)")
+    render.add_argument("--frames", type=positive_int, default=17, help="clip length T (default 17)")
     render.add_argument("--size", type=parse_size, default=(64, 64), metavar="HxW", help="frame size (default 64x64)")
     render.set_defaults(func=_render)
 

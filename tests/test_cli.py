@@ -1,0 +1,68 @@
+"""The command line as a user meets it: exit codes and one-line errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kinema.cli import main
+from kinema.media import read_frames
+
+CAPTION = "a large red circle moving right on a black background"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kinema", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_generate_writes_a_clip_that_passes_the_judge(tmp_path, capsys):
+    out = tmp_path / "clip.npy"
+    assert main(["generate", CAPTION, "-o", str(out), "--seed", "3"]) == 0
+    clip = read_frames(out)
+    assert clip.shape == (17, 64, 64, 3)
+    assert main(["shapes", "judge", CAPTION, str(out)]) == 0
+    out2 = tmp_path / "again.npy"
+    main(["generate", CAPTION, "-o", str(out2), "--seed", "3"])
+    assert np.array_equal(np.load(out2), clip)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["generate", "a photo of a cat", "-o", "x.mp4"], "only Shapes captions"),
+        (["generate", CAPTION, "-o", "clip.xyz"], "unsupported"),
+        (["generate", CAPTION, "-o", "c.mp4", "--size", "64by64"], "expected HxW"),
+        (["generate", CAPTION, "-o", "c.mp4", "--frames", "-3"], "positive integer"),
+        (["shapes", "judge", CAPTION, "missing.mp4"], "no such file"),
+        (["no-such-command"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, "-m", "kinema", *args], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_corrupt_clips_are_one_line_errors(tmp_path):
+    text_mp4 = tmp_path / "notes.mp4"
+    text_mp4.write_text("this is not a video\n")
+    empty = tmp_path / "empty.npy"
+    np.save(empty, np.zeros((0, 8, 8, 3), np.uint8))
+    good = tmp_path / "good.mp4"
+    assert main(["shapes", "render", CAPTION, "-o", str(good)]) == 0
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    for clip in (text_mp4, empty, truncated):
+        proc = run("shapes", "judge", CAPTION, str(clip))
+        assert proc.returncode == 2, (clip, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_import_kinema_is_cheap():
+    code = "import sys, kinema, kinema.cli; heavy = {'torch', 'numpy', 'av', 'PIL', 'transformers'} & set(sys.modules); print(sorted(heavy))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
