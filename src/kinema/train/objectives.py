@@ -1,0 +1,138 @@
+"""What one training step computes, per kind of model.
+
+An objective has two halves, so the loop can run them under different precisions:
+`prepare(batch)` moves a micro-batch to the device and turns it into model inputs without
+gradients and in float32 (VAE latents, text states); `loss(net, prepared)` runs the network
+(under autocast when bf16 is on) and returns a scalar loss and detached parts for the log.
+`net` may be the DistributedDataParallel wrapper: objectives only ever call it.
+
+Randomness (caption dropout, noise level, noise) comes from one generator per sample, seeded
+by the data (`TrainBatches`): a sample's noise does not depend on which rank or micro-batch
+it lands in, so N ranks compute the same loss as one process with the same global batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from kinema.config import Config
+from kinema.diffusion.denoiser import Denoiser
+from kinema.diffusion.density import sample_sigmas
+from kinema.diffusion.samplers import randn
+from kinema.errors import KinemaError
+from kinema.models.text import MiniLMEncoder, pad_states
+from kinema.models.vae3d import VAE3D, vae_loss
+from kinema.train.config import DataSpec, DiffusionSpec, RunConfig, VAESpec
+
+
+def _generators(seeds: Tensor) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+class DiffusionObjective:
+    """x0 = VAE latents (or pixels) of a clip; loss = Denoiser.loss(x0, noise, sigma, text)."""
+
+    def __init__(self, spec: DiffusionSpec, data: DataSpec, device: torch.device) -> None:
+        self.spec, self.device = spec, device
+        self.schedule = spec.build_schedule()
+        self.vae: VAE3D | None = None
+        if spec.vae is not None:
+            # The EMA weights when the VAE dir has them (a kinema VAE run's final/ does).
+            self.vae = VAE3D.load(spec.vae, ema=True).to(device).requires_grad_(False)
+            self.vae.config.latent_frames(data.frames)  # a clear error now if T is not 1 + f*k
+        self.text = MiniLMEncoder(device=device) if spec.text_encoder == "minilm" else None
+
+    @property
+    def channels(self) -> int:
+        return self.vae.config.latent_channels if self.vae is not None else 3
+
+    def check_network(self, config: Config) -> None:
+        """Refuse a network whose input or text width does not fit this objective."""
+        if config.in_channels != self.channels:
+            where = f"the VAE's {self.channels} latent channels" if self.vae is not None else "3 pixel channels"
+            raise KinemaError(f"model in_channels is {config.in_channels} but the data has {where}; set model.overrides.in_channels")
+        if getattr(config, "cond_channels", 0):
+            raise KinemaError("training a network with cond_channels is not supported by the diffusion objective yet")
+        text_dim = getattr(config, "text_dim", None)
+        if self.text is not None and text_dim != self.text.dim:
+            raise KinemaError(f"model text_dim is {text_dim} but the {self.spec.text_encoder} text encoder gives {self.text.dim}; set model.overrides.text_dim")
+
+    @torch.no_grad()
+    def encode_video(self, video: Tensor) -> Tensor:
+        """Pixels (B, 3, T, H, W) in [-1, 1] -> x0: normalized latents, or the pixels."""
+        return self.vae.encode(video) if self.vae is not None else video
+
+    @torch.no_grad()
+    def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Micro-batch -> {"x0": (B, C, T, H, W) float32, "gens": one generator per sample,
+        and with text "context" (B, L, D), "context_mask" (B, L)}."""
+        if "latents" in batch:  # precomputed by the cache
+            x0 = batch["latents"].to(self.device, non_blocking=True)
+        else:
+            x0 = self.encode_video(batch["x"].to(self.device, non_blocking=True))
+        gens = _generators(batch["seeds"])
+        # Caption dropout: "" is the null condition (kinema.models.text), decided per sample.
+        keep = [bool(torch.rand((), generator=g) >= self.spec.caption_dropout) for g in gens]
+        captions = [c if k else "" for c, k in zip(batch["captions"], keep)]
+        out: dict[str, Any] = {"x0": x0.float(), "gens": gens}
+        if self.text is not None:
+            cached = batch.get("text_states")
+            if cached is not None:
+                rows = [s.to(self.device) if k and s is not None else None for s, k in zip(cached, keep)]
+                out["context"], out["context_mask"] = pad_states(rows, self.text.dim, self.device)
+            else:
+                out["context"], out["context_mask"] = self.text.encode(captions)
+        return out
+
+    def loss(self, net: nn.Module, prepared: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        x0, gens = prepared["x0"], prepared["gens"]
+        s = self.spec
+        frames = x0.shape[2] if s.per_frame_noise else None
+        sigma = torch.cat([
+            sample_sigmas(self.schedule, 1, kind=s.density, frames=frames, mean=s.density_mean, std=s.density_std, generator=g)
+            for g in gens
+        ]).to(self.device)  # (B,) or (B, T) float64
+        noise = randn(x0.shape, generator=gens, dtype=x0.dtype, device=self.device)
+        cond = {k: prepared[k] for k in ("context", "context_mask") if k in prepared}
+        per_sample = Denoiser(net, self.schedule, s.prediction).loss(
+            x0, noise, sigma, min_snr_gamma=s.min_snr_gamma, **cond
+        )  # (B,)
+        loss = per_sample.mean()
+        return loss, {"mse": loss.detach()}
+
+
+class VAEObjective:
+    """Reconstruction through a posterior sample: kinema.models.vae3d.vae_loss."""
+
+    def __init__(self, spec: VAESpec, data: DataSpec, device: torch.device) -> None:
+        self.spec, self.device = spec, device
+
+    def check_network(self, config: Config) -> None:
+        if config.in_channels != 3:
+            raise KinemaError(f"VAE in_channels is {config.in_channels}; training data is RGB (3 channels)")
+
+    def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if "x" not in batch:
+            raise KinemaError("VAE training reads pixels; remove data.cache")
+        # One generator per micro-batch for the posterior sample: VAE3D.forward draws the
+        # whole batch's noise at once, so (unlike diffusion) this noise depends on the split.
+        gen = torch.Generator(self.device).manual_seed(int(batch["seeds"][0]))
+        return {"x": batch["x"].to(self.device, non_blocking=True), "gen": gen}
+
+    def loss(self, net: nn.Module, prepared: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        x = prepared["x"]
+        recon, mean, logvar = net(x, prepared["gen"])
+        total, parts = vae_loss(
+            recon.float(), x, mean.float(), logvar.float(),
+            l1_weight=self.spec.l1_weight, gradient_weight=self.spec.gradient_weight, kl_weight=self.spec.kl_weight,
+        )
+        return total, parts
+
+
+def build_objective(config: RunConfig, device: torch.device) -> DiffusionObjective | VAEObjective:
+    if config.diffusion is not None:
+        return DiffusionObjective(config.diffusion, config.data, device)
+    return VAEObjective(config.vae, config.data, device)
