@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Sequence
 
 from kinema.config import Config, ConfigError
+from kinema.models.registry import DENOISER_FAMILIES, FAMILIES, model_family
 
 RUN_CONFIG_FILE = "config.json"
-FAMILIES = ("dit", "unet3d", "vae3d")
-DENOISER_FAMILIES = ("dit", "unet3d")
 DEFAULT_PROMPTS = (
     "a large red circle moving right on a black background",
     "a small blue square moving down on a white background",
@@ -42,23 +41,6 @@ def _need(ok: bool, message: str) -> None:
 
 
 # ----------------------------------------------------------------------------- model
-
-
-def model_family(family: str) -> tuple[type[Config], type, dict[str, Config]]:
-    """(config class, network class, presets) of a model family; imports it lazily."""
-    if family == "dit":
-        from kinema.models.dit import PRESETS, DiTConfig, VideoDiT
-
-        return DiTConfig, VideoDiT, PRESETS
-    if family == "unet3d":
-        from kinema.models.unet3d import PRESETS, UNet3D, UNet3DConfig
-
-        return UNet3DConfig, UNet3D, PRESETS
-    if family == "vae3d":
-        from kinema.models import vae3d
-
-        return vae3d.VAE3DConfig, vae3d.VAE3D, vae3d.PRESETS
-    raise ConfigError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
 
 
 @dataclasses.dataclass(frozen=True)

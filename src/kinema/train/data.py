@@ -62,6 +62,9 @@ class ShapesSource:
         return video, item["caption"]
 
 
+DECODED_BUDGET = 256 * 2**20  # bytes of decoded clips a ClipSource keeps in memory
+
+
 class ClipSource:
     """Clip files with captions. A clip item takes `frames` frames `stride` apart from a
     seeded start; a one-frame item is a still image or one seeded frame of a clip. Stills
@@ -78,6 +81,8 @@ class ClipSource:
         self.data = data
         self.size = spec.items or UNBOUNDED
         self._lengths: dict[int, int] = {}
+        self._decoded: dict[int, np.ndarray] = {}  # whole clips at the training size, see _frames
+        self._decoded_bytes = 0
         if data.frames > 1 and not self.clips:
             raise DataError(f"data source {name} holds only still images, but data.frames is {data.frames}")
 
@@ -102,10 +107,25 @@ class ClipSource:
         stride = max(1, min(self.stride, (length - 1) // max(frames - 1, 1)))
         span = (frames - 1) * stride + 1
         start = int(np.random.default_rng([_WINDOW_SALT, index]).integers(max(length - span, 0) + 1))
-        clip = read_frames(path, start=start, stride=stride, count=frames, size=size, fit=self.data.fit)
+        clip = self._frames(entry, start, stride, frames)
         if len(clip) < frames:
             clip = np.concatenate([clip, np.repeat(clip[-1:], frames - len(clip), axis=0)])
         return frames_to_tensor(clip), caption
+
+
+    def _frames(self, entry: int, start: int, stride: int, count: int) -> np.ndarray:
+        """uint8 (count, H, W, 3) from a clip. Video decoding cannot seek cheaply to a frame,
+        so a clip read whole at the training size (small: a 250-frame 64x64 clip is 3 MB) is
+        kept and sliced, within DECODED_BUDGET bytes per source; beyond that, read each time."""
+        path = self.entries[entry][0]
+        size = (self.data.height, self.data.width)
+        if entry not in self._decoded:
+            expected = self._length(entry) * size[0] * size[1] * 3
+            if self._decoded_bytes + expected > DECODED_BUDGET:
+                return read_frames(path, start=start, stride=stride, count=count, size=size, fit=self.data.fit)
+            self._decoded[entry] = read_frames(path, size=size, fit=self.data.fit)
+            self._decoded_bytes += self._decoded[entry].nbytes
+        return self._decoded[entry][start : start + (count - 1) * stride + 1 : stride]
 
 
 def read_index(file: Path, root: Path | None) -> list[tuple[Path, str]]:

@@ -17,14 +17,10 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from kinema.diffusion.denoiser import Denoiser
-from kinema.diffusion.guidance import bind, cfg
-from kinema.diffusion.samplers import generators, get_sampler, randn
 from kinema.train.config import DataSpec, SampleSpec
 from kinema.train.objectives import DiffusionObjective
 
 
-@torch.no_grad()
 def generate(
     net: nn.Module,
     objective: DiffusionObjective,
@@ -34,34 +30,21 @@ def generate(
     sample: SampleSpec,
 ) -> Tensor:
     """Clips of the training size for `prompts` from a network in eval mode: (B, 3, T, H, W)
-    in [-1, 1].
+    in [-1, 1], through the same text-to-video task `kinema generate` runs.
 
     Sample b's noise comes from generator seed `sample.seed + b`, so a prompt's clip does
     not depend on the other prompts in the batch.
     """
-    device = objective.device
-    frames, n = data.frames, len(prompts)
-    if objective.vae is not None:
-        vc = objective.vae.config
-        s = vc.spatial_factor
-        shape = (n, vc.latent_channels, vc.latent_frames(frames), data.height // s, data.width // s)
-    else:
-        shape = (n, 3, frames, data.height, data.width)
-    denoiser = Denoiser(net, objective.schedule, objective.spec.prediction)
-    if objective.text is None:
-        guided = bind(denoiser)
-    else:
-        # Encode prompts and nulls together so both come padded to the same length.
-        states, mask = objective.text.encode(list(prompts) + [""] * n)
-        cond = {"context": states[:n], "context_mask": mask[:n]}
-        uncond = {"context": states[n:], "context_mask": mask[n:]}
-        guided = bind(denoiser, **cond) if sample.guidance == 1.0 else cfg(denoiser, sample.guidance, cond, uncond)
-    gens = generators([sample.seed + b for b in range(n)])
-    x = randn(shape, generator=gens, device=device)  # the start of both paths at sigma = 1 is noise
-    sigmas = objective.schedule.sigmas(sample.steps).to(device)
-    x0 = get_sampler(sample.sampler)(guided, x, sigmas, generator=gens)
-    video = objective.vae.decode(x0) if objective.vae is not None else x0
-    return video.float().clamp(-1, 1)
+    from kinema.pipeline import Pipeline, PipelineConfig
+    from kinema.tasks.t2v import text_to_video
+
+    config = PipelineConfig(
+        network=net.config.kind, schedule=objective.schedule.to_dict(), prediction=objective.spec.prediction,
+        text_encoder=objective.spec.text_encoder, frames=data.frames, height=data.height,
+        width=data.width, sampler=sample.sampler, steps=sample.steps, guidance=sample.guidance,
+    )
+    pipe = Pipeline(config=config, net=net, schedule=objective.schedule, vae=objective.vae, text=objective.text)
+    return text_to_video(pipe, prompts, seeds=sample.seed)
 
 
 def tile(videos: Tensor, columns: int | None = None) -> Tensor:
