@@ -1,9 +1,14 @@
-"""`kinema generate PROMPT -o OUT`: a clip for a prompt.
+"""`kinema generate PROMPT -o OUT`: a clip for a prompt from a text-to-video pipeline.
 
-No trained default model ships yet, so for now this renders the Shapes world's ground
-truth for a Shapes caption (SHAPES.md grammar) and says so on stderr; any other prompt is
-refused with a one-line error rather than answered with something that is not a model's
-output.
+  kinema generate PROMPT -o OUT [--model DIR] [--frames N] [--size HxW] [--steps S]
+                  [--guidance G] [--sampler NAME] [--seed N]
+
+With no --model it uses the default pipeline shipped inside the package. The same seed
+gives the same clip. Unset options take the pipeline's own defaults (model.json).
+
+While no default model is installed (a checkout before the first training run), a Shapes
+caption is answered with the Shapes world's ground truth, and said so on stderr; anything
+else is refused rather than answered with something that is not a model's output.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kinema.cli.arguments import parse_size, positive_int
+from kinema.cli.arguments import non_negative_float, parse_size, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,26 +24,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description="Generate a clip for a prompt and write it to OUT.")
     parser.add_argument("prompt", help="e.g. 'a large red circle moving right on a black background'")
     parser.add_argument("-o", "--out", required=True, help="output: .mp4, .gif, .npy or a directory of PNG frames")
-    parser.add_argument("--frames", type=positive_int, default=17, help="clip length (default 17)")
-    parser.add_argument("--size", type=parse_size, default=(64, 64), metavar="HxW", help="frame size (default 64x64)")
+    parser.add_argument("--model", metavar="DIR", help="a pipeline dir (default: the shipped default model)")
+    parser.add_argument("--frames", type=positive_int, help="clip length (default: the model's, 17)")
+    parser.add_argument("--size", type=parse_size, metavar="HxW", help="frame size (default: the model's, 64x64)")
+    parser.add_argument("--steps", type=positive_int, help="sampler steps (default: the model's)")
+    parser.add_argument("--guidance", type=non_negative_float, help="classifier-free guidance scale (default: the model's)")
+    parser.add_argument("--sampler", help="ddpm, ddim, euler, heun or dpmpp_2m (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same clip")
+    parser.add_argument("--progress", action="store_true", help="show a progress bar")
     parser.set_defaults(func=_generate)
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from kinema.media import check_output_path
+    from kinema.weights import DEFAULT_PIPELINE_DIR
+
+    check_output_path(args.out)  # fail before any loading
+    if args.model is None and not DEFAULT_PIPELINE_DIR.is_dir():
+        return _ground_truth(args)
+
+    import torch
+
+    from kinema.diffusion.samplers import get_sampler
+    from kinema.media import write_video
+    from kinema.pipeline import Pipeline
+    from kinema.tasks.t2v import text_to_video
+
+    if args.sampler is not None:
+        get_sampler(args.sampler)  # an unknown name fails before the model loads
+    pipe = Pipeline.load(args.model or DEFAULT_PIPELINE_DIR)
+    with torch.inference_mode():
+        video = text_to_video(pipe, [args.prompt], frames=args.frames, size=args.size, steps=args.steps,
+                              guidance=args.guidance, sampler=args.sampler, seeds=args.seed,
+                              progress=args.progress)
+    print(write_video(args.out, video[0], fps=pipe.config.fps))
+    return 0
+
+
+def _ground_truth(args: argparse.Namespace) -> int:
     from kinema.errors import KinemaError
-    from kinema.media import check_output_path, write_video
+    from kinema.media import write_video
     from kinema.world.render import render
     from kinema.world.scene import CaptionError, parse_caption
 
-    check_output_path(args.out)
     try:
         scene = parse_caption(args.prompt)
     except CaptionError as e:
-        raise KinemaError(
-            f"no trained model is installed yet, so only Shapes captions can be rendered ({e})"
-        ) from None
+        raise KinemaError(f"no trained model is installed yet, so only Shapes captions can be rendered ({e})") from None
     print("kinema: no trained model is installed yet; writing the Shapes world's ground truth", file=sys.stderr)
-    rendering = render(scene, frames=args.frames, size=args.size, rng=args.seed)
+    rendering = render(scene, frames=args.frames or 17, size=args.size or (64, 64), rng=args.seed)
     print(write_video(args.out, rendering.video, fps=8))
     return 0
