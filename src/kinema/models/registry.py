@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kinema.checkpoint import CONFIG_FILE, CheckpointError
-from kinema.config import Config, ConfigError
+from kinema.config import Config, ConfigError, read_config_text
 
 if TYPE_CHECKING:
     from torch import nn
@@ -70,12 +70,7 @@ def config_from_dict(data: object, where: str) -> Config:
 def read_json(path: str | Path) -> object:
     """A JSON file's value; a missing, unreadable or malformed file is a one-line ConfigError."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read config {path}: {e}") from None
+    text = read_config_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

@@ -23,7 +23,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Sequence
 
-from kinema.config import Config, ConfigError
+from kinema.config import Config, ConfigError, read_config_text
 from kinema.models.registry import DENOISER_FAMILIES, FAMILIES, model_family
 
 RUN_CONFIG_FILE = "config.json"
@@ -356,12 +356,7 @@ def apply_overrides(data: dict[str, Any], assignments: Sequence[str]) -> dict[st
 def load_run_config(path: str | Path, assignments: Sequence[str] = (), steps: int | None = None) -> RunConfig:
     """Read a run config (TOML, or the JSON a run writes), apply `--set`s and `--steps`."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read config {path}: {e}") from None
+    text = read_config_text(path)
     try:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
