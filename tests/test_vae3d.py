@@ -284,7 +284,10 @@ def test_vae_loss_terms():
     # A constant offset costs L1 but no gradient (edge) term.
     _, parts = vae_loss(x + 0.25, x, mean, logvar)
     torch.testing.assert_close(parts["l1"], torch.tensor(0.25))
+    torch.testing.assert_close(parts["l2"], torch.tensor(0.0625))
     assert parts["gradient"] < 1e-6
+    total, parts = vae_loss(x + 0.25, x, mean, logvar, l1_weight=0.0, gradient_weight=0.0, kl_weight=0.0, l2_weight=2.0)
+    torch.testing.assert_close(total, torch.tensor(0.125))
     total, parts = vae_loss(x, x, mean, logvar, kl_weight=0.5)
     torch.testing.assert_close(total, 0.5 * parts["kl"])
 
@@ -294,7 +297,7 @@ def test_loss_reaches_every_parameter():
     model = VAE3D(TINY).train()
     loss, parts = model.loss(clip(5, b=2), kl_weight=1e-3, generator=torch.Generator().manual_seed(0))
     loss.backward()
-    assert set(parts) == {"l1", "gradient", "kl"}
+    assert set(parts) == {"l1", "l2", "gradient", "kl"}
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name

@@ -127,7 +127,7 @@ class VAEObjective:
         recon, mean, logvar = net(x, prepared["gen"])
         total, parts = vae_loss(
             recon.float(), x, mean.float(), logvar.float(),
-            l1_weight=self.spec.l1_weight, gradient_weight=self.spec.gradient_weight, kl_weight=self.spec.kl_weight,
+            l1_weight=self.spec.l1_weight, l2_weight=self.spec.l2_weight, gradient_weight=self.spec.gradient_weight, kl_weight=self.spec.kl_weight,
         )
         return total, parts
 
