@@ -37,10 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _generate(args: argparse.Namespace) -> int:
     from kinema.media import check_output_path
+    from kinema.pipeline import PIPELINE_FILE
     from kinema.weights import DEFAULT_PIPELINE_DIR
 
     check_output_path(args.out)  # fail before any loading
-    if args.model is None and not DEFAULT_PIPELINE_DIR.is_dir():
+    if args.model is None and not (DEFAULT_PIPELINE_DIR / PIPELINE_FILE).is_file():
         return _ground_truth(args)
 
     import torch
