@@ -8,35 +8,17 @@ import pytest
 import torch
 
 from kinema.cli import main
-from kinema.diffusion.schedules import FlowSchedule
-from kinema.models.dit import PRESETS as DIT_PRESETS
-from kinema.models.dit import VideoDiT
-from kinema.models.vae3d import PRESETS as VAE_PRESETS
-from kinema.models.vae3d import VAE3D
-from kinema.pipeline import Pipeline, PipelineConfig
+from kinema.pipeline import Pipeline
 from kinema.tasks.t2v import text_to_video
-from kinema.train.export import export_pipeline
+
+from pipeline_utils import make_pipeline_dir
 
 PROMPT = "a small blue square moving up on a gray background"
 
 
-def _pipeline_dir(path, text_encoder="minilm"):
-    torch.manual_seed(0)
-    vae = VAE3D(VAE_PRESETS["vae-tiny"])
-    text_dim = 384 if text_encoder == "minilm" else 32
-    net = VideoDiT(DIT_PRESETS["dit-tiny"].replace(in_channels=vae.config.latent_channels, text_dim=text_dim))
-    with torch.no_grad():  # the head is zero-initialized: make the untrained net predict something
-        for p in net.proj_out.parameters():
-            p.normal_(0, 0.1)
-    config = PipelineConfig(network="dit", schedule=FlowSchedule(shift=1.0).to_dict(), prediction="flow",
-                            text_encoder=text_encoder, frames=5, height=16, width=16, steps=3, guidance=3.0)
-    return export_pipeline(path, config, network_config=net.config, weights=net.state_dict(),
-                           ema=net.state_dict(), vae=vae)
-
-
 @pytest.fixture(scope="module")
 def pipe_dir(tmp_path_factory):
-    return _pipeline_dir(tmp_path_factory.mktemp("pipe") / "model")
+    return make_pipeline_dir(tmp_path_factory.mktemp("pipe") / "model")
 
 
 def test_t2v_shapes_seeds_and_batch_independence(pipe_dir):

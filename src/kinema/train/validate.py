@@ -3,15 +3,16 @@
 Both generate with the EMA weights: text -> noise -> sampler(cfg(denoiser)) -> VAE decode.
 Validation asks for one-object captions from the Shapes train split and from the held-out
 split (objects no training clip contains), judges each generated clip with the Shapes
-evaluator (kinema.eval.shapes.judge) and reports the pass rates: the first says whether the
-model learned its data, the second whether it composes what it learned.
+evaluator through kinema.eval.model.evaluate_model (the code `kinema eval-model` runs) and
+reports the pass rates: the first says whether the model learned its data, the second
+whether it composes what it learned.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from einops import rearrange
@@ -19,6 +20,22 @@ from torch import Tensor, nn
 
 from kinema.train.config import DataSpec, SampleSpec
 from kinema.train.objectives import DiffusionObjective
+
+if TYPE_CHECKING:
+    from kinema.pipeline import Pipeline
+
+
+def pipeline(net: nn.Module, objective: DiffusionObjective, data: DataSpec, sample: SampleSpec) -> Pipeline:
+    """The network being trained as a text-to-video Pipeline making clips of the training
+    size with the run's sample settings: what `kinema generate` would load after export."""
+    from kinema.pipeline import Pipeline, PipelineConfig
+
+    config = PipelineConfig(
+        network=net.config.kind, schedule=objective.schedule.to_dict(), prediction=objective.spec.prediction,
+        text_encoder=objective.spec.text_encoder, frames=data.frames, height=data.height,
+        width=data.width, sampler=sample.sampler, steps=sample.steps, guidance=sample.guidance,
+    )
+    return Pipeline(config=config, net=net, schedule=objective.schedule, vae=objective.vae, text=objective.text)
 
 
 def generate(
@@ -35,16 +52,9 @@ def generate(
     Sample b's noise comes from generator seed `sample.seed + b`, so a prompt's clip does
     not depend on the other prompts in the batch.
     """
-    from kinema.pipeline import Pipeline, PipelineConfig
     from kinema.tasks.t2v import text_to_video
 
-    config = PipelineConfig(
-        network=net.config.kind, schedule=objective.schedule.to_dict(), prediction=objective.spec.prediction,
-        text_encoder=objective.spec.text_encoder, frames=data.frames, height=data.height,
-        width=data.width, sampler=sample.sampler, steps=sample.steps, guidance=sample.guidance,
-    )
-    pipe = Pipeline(config=config, net=net, schedule=objective.schedule, vae=objective.vae, text=objective.text)
-    return text_to_video(pipe, prompts, seeds=sample.seed)
+    return text_to_video(pipeline(net, objective, data, sample), prompts, seeds=sample.seed)
 
 
 def tile(videos: Tensor, columns: int | None = None) -> Tensor:
@@ -66,13 +76,14 @@ def write_samples(path: Path, net: nn.Module, objective: DiffusionObjective, dat
 
 
 def shapes_pass_rates(net: nn.Module, objective: DiffusionObjective, data: DataSpec, sample: SampleSpec) -> dict[str, float]:
-    """{"val_train_pass", "val_heldout_pass"}: the fraction of clips the Shapes evaluator passes."""
-    from kinema.eval.shapes import judge
-    from kinema.world.scene import prompt_set
+    """{"val_train_pass", "val_heldout_pass"}: the fraction of clips the Shapes evaluator
+    passes, computed by kinema.eval.model.evaluate_model, the code `kinema eval-model` runs."""
+    from kinema.eval.model import evaluate_model
 
+    pipe = pipeline(net, objective, data, sample)
     rates = {}
     for split in ("train", "heldout"):
-        prompts = prompt_set(split, sample.validate_prompts, seed=sample.seed)
-        videos = generate(net, objective, prompts, data=data, sample=sample)
-        rates[f"val_{split}_pass"] = sum(judge(v, p).passed for v, p in zip(videos.cpu(), prompts)) / len(prompts)
+        result = evaluate_model(pipe, f"shapes:{split}", n=sample.validate_prompts, seed=sample.seed,
+                                batch_size=sample.validate_prompts, keep_clips=0)
+        rates[f"val_{split}_pass"] = result.pass_rate
     return rates
