@@ -1,5 +1,7 @@
 """Text-to-video through a pipeline dir, and `kinema generate --model`."""
 
+import json
+import shutil
 import subprocess
 import sys
 
@@ -74,6 +76,10 @@ def test_generate_cli_bad_input(pipe_dir, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model.json").write_text("{")
+    mislabeled = tmp_path / "mislabeled"
+    shutil.copytree(pipe_dir, mislabeled)
+    config = json.loads((mislabeled / "model.json").read_text())
+    (mislabeled / "model.json").write_text(json.dumps(dict(config, network="unet3d")))
     cases = [
         (["--model", str(pipe_dir), "--sampler", "plms"], "unknown sampler"),
         (["--model", str(pipe_dir), "--frames", "6"], "1 + 4k frames"),
@@ -81,6 +87,7 @@ def test_generate_cli_bad_input(pipe_dir, tmp_path):
         (["--model", str(pipe_dir), "--steps", "-2"], "positive integer"),
         (["--model", str(tmp_path / "missing")], "model directory not found"),
         (["--model", str(broken)], "not valid JSON"),
+        (["--model", str(mislabeled)], "names a unet3d network, its folder holds a dit"),
     ]
     for extra, message in cases:
         proc = subprocess.run([sys.executable, "-m", "kinema", "generate", PROMPT, "-o", str(tmp_path / "x.npy"), *extra],

@@ -17,7 +17,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from kinema.checkpoint import CheckpointError, load_config
+from kinema.checkpoint import CheckpointError
 from kinema.config import Config, ConfigError
 from kinema.errors import KinemaError
 
@@ -110,8 +110,7 @@ class Pipeline:
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu", ema: bool = True) -> "Pipeline":
-        from kinema.models.registry import model_family
-        from kinema.models.vae3d import VAE3D
+        from kinema.models.registry import load_component_dir
 
         path = Path(path)
         if not path.is_dir():
@@ -123,12 +122,14 @@ class Pipeline:
             schedule = schedule_from_dict(config.schedule)
         except ConfigError as e:
             raise CheckpointError(f"{path / PIPELINE_FILE}: {e}") from None
-        config_cls, network_cls, _ = model_family(config.network)
-        load_config(path / config.denoiser, config_cls)  # a clear error before any weights load
-        net = network_cls.load(path / config.denoiser, ema=ema).to(device).eval().requires_grad_(False)
+        _, net = load_component_dir(path / config.denoiser, ema=ema)
+        if net.config.kind != config.network:
+            raise CheckpointError(f"{path}: model.json names a {config.network} network, its folder holds a {net.config.kind}")
         vae = None
         if config.vae is not None:
-            vae = VAE3D.load(path / config.vae, ema=ema).to(device).eval().requires_grad_(False)
+            _, vae = load_component_dir(path / config.vae, ema=ema)
+            vae = vae.to(device).requires_grad_(False)
+        net = net.to(device).requires_grad_(False)
         text = None
         if config.text_encoder == "minilm":
             from kinema.models.text import MiniLMEncoder
