@@ -16,12 +16,6 @@ from kinema.world.scene import parse_caption
 CAPTION = "a large red circle moving right on a black background"
 
 
-@pytest.fixture(autouse=True)
-def evaluate_registered(monkeypatch):
-    if "evaluate" not in kinema.cli.COMMAND_MODULES:  # until the lead registers the module
-        monkeypatch.setattr(kinema.cli, "COMMAND_MODULES", kinema.cli.COMMAND_MODULES + ("evaluate",))
-
-
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """A clean rendered clip, the same clip with frame 9 inverted, and a noisy reference."""

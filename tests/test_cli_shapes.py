@@ -15,12 +15,6 @@ from kinema.world.scene import parse_caption
 CAPTION = "a large cyan triangle moving up on a gray background"
 
 
-@pytest.fixture(autouse=True)
-def shapes_registered(monkeypatch):
-    if "shapes" not in kinema.cli.COMMAND_MODULES:  # until the lead registers the module
-        monkeypatch.setattr(kinema.cli, "COMMAND_MODULES", kinema.cli.COMMAND_MODULES + ("shapes",))
-
-
 def test_render_writes_the_clip_the_renderer_makes(tmp_path, capsys):
     out = tmp_path / "clip.npy"
     code = kinema.cli.main(["shapes", "render", CAPTION, "-o", str(out), "--seed", "3", "--frames", "9",

@@ -21,13 +21,6 @@ from kinema.train.export import export_pipeline
 torch.set_num_threads(1)
 
 
-@pytest.fixture(autouse=True)
-def with_vae_command(monkeypatch):
-    """Register `vae` in the CLI for these tests, whether or not the lead has yet."""
-    if "vae" not in kinema.cli.COMMAND_MODULES:
-        monkeypatch.setattr(kinema.cli, "COMMAND_MODULES", kinema.cli.COMMAND_MODULES + ("vae",))
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A tiny VAE dir and an 11-frame 24x24 clip (a moving bright square on a gradient)."""

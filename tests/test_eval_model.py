@@ -19,12 +19,6 @@ from kinema.world.scene import prompt_set
 from pipeline_utils import make_pipeline_dir
 
 
-@pytest.fixture(autouse=True)
-def evaluate_registered(monkeypatch):
-    if "evaluate" not in kinema.cli.COMMAND_MODULES:  # until the lead registers the module
-        monkeypatch.setattr(kinema.cli, "COMMAND_MODULES", kinema.cli.COMMAND_MODULES + ("evaluate",))
-
-
 @pytest.fixture(scope="module")
 def pipe_dir(tmp_path_factory):
     # 32x32: the Shapes judge needs min(H, W) >= 32 to be reliable

@@ -26,13 +26,6 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def with_info_command(monkeypatch):
-    """Register `info` in the CLI for these tests, whether or not the lead has yet."""
-    if "info" not in kinema.cli.COMMAND_MODULES:
-        monkeypatch.setattr(kinema.cli, "COMMAND_MODULES", kinema.cli.COMMAND_MODULES + ("info",))
-
-
 def info(capsys, *args: str) -> dict:
     assert kinema.cli.main(["info", *args, "--json"]) == 0, capsys.readouterr().err
     return json.loads(capsys.readouterr().out)
