@@ -135,6 +135,30 @@ def test_latent_dit_run_with_a_cache_copies_its_vae_into_the_pipeline_dir(vae_ru
     assert all(torch.equal(a, b) for a, b in zip(copied.state_dict().values(), original.state_dict().values()))
 
 
+def test_release_keeps_only_the_ema_weights_and_generates_the_same(vae_run, tmp_path):
+    from kinema.pipeline import Pipeline
+    from kinema.tasks.t2v import text_to_video
+    from kinema.train.export import main as export_main
+
+    _, vae_dir = vae_run
+    c = tiny(TINY_DIT, *FAST, "train.steps=3", f"diffusion.vae='{vae_dir / 'final'}'", "model.overrides.in_channels=4",
+             "diffusion.text_encoder='none'", "train.ema_decay=0.5")
+    final = train(c, tmp_path / "run", progress=False)
+    export_main([str(final), str(tmp_path / "release"), "steps=3", "sampler=heun"])
+    release = tmp_path / "release"
+    assert sorted(p.name for p in release.rglob("*.safetensors")) == ["model.safetensors", "model.safetensors"]
+    assert not (release / "ema.safetensors").exists()
+    run_pipe, rel_pipe = Pipeline.load(final, ema=True), Pipeline.load(release)
+    assert (rel_pipe.config.steps, rel_pipe.config.sampler) == (3, "heun")
+    raw = load_tensors(final / "model.safetensors")
+    ema = load_tensors(final / "ema.safetensors")
+    assert any(not torch.equal(raw[k], ema[k]) for k in raw)  # the run's EMA differs from its raw weights
+    assert all(torch.equal(ema[k], v) for k, v in rel_pipe.net.state_dict().items())
+    a = text_to_video(run_pipe, [""], steps=3, sampler="heun", frames=5, size=(16, 16))
+    b = text_to_video(rel_pipe, [""], frames=5, size=(16, 16))
+    assert torch.equal(a, b)
+
+
 def test_wrong_channels_or_text_width_are_clear_errors(tmp_path):
     with pytest.raises(KinemaError, match="in_channels is 4 but the data has 3 pixel channels"):
         train(tiny(TINY_DIT, "model.overrides.in_channels=4"), tmp_path / "a", progress=False)

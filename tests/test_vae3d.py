@@ -14,7 +14,10 @@ from kinema.config import ConfigError
 from kinema.errors import KinemaError
 from kinema.models.vae3d import (
     VAE3D,
+    AttentionBlock,
+    ResidualBlock,
     VAE3DConfig,
+    CausalConv3d,
     ClipShapeError,
     blend_ramp,
     blend_tiles,
@@ -40,10 +43,22 @@ def latents(t: int, h: int = 2, w: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.randn(1, LATENT, t, h, w, generator=torch.Generator().manual_seed(seed))
 
 
+def randomized(model: VAE3D, seed: int = 0) -> VAE3D:
+    """Random weights in every convolution, the zero-initialized branch ends included, so
+    that structural tests (causality, chunking, gradients) exercise every layer."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d, CausalConv3d)):
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=g)
+                if m.bias is not None:
+                    m.bias.normal_(0.0, 0.1, generator=g)
+    return model
+
+
 @pytest.fixture(scope="module")
 def vae() -> VAE3D:
-    torch.manual_seed(0)
-    return VAE3D(TINY).eval()
+    return randomized(VAE3D(TINY)).eval()
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -294,13 +309,30 @@ def test_vae_loss_terms():
 
 def test_loss_reaches_every_parameter():
     torch.manual_seed(0)
-    model = VAE3D(TINY).train()
+    model = randomized(VAE3D(TINY)).train()
     loss, parts = model.loss(clip(5, b=2), kl_weight=1e-3, generator=torch.Generator().manual_seed(0))
     loss.backward()
     assert set(parts) == {"l1", "l2", "gradient", "kl"}
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
+
+
+def test_fresh_residual_branches_start_at_zero():
+    """At init every residual block and the attention return their input's shortcut."""
+    torch.manual_seed(0)
+    model = VAE3D(TINY)
+    blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
+    attentions = [m for m in model.modules() if isinstance(m, AttentionBlock)]
+    assert blocks and attentions
+    for block in blocks:
+        h = torch.randn(1, block.conv1.weight.shape[1], 5, 4, 4)
+        out, _ = block(h, None)
+        torch.testing.assert_close(out, block.conv_shortcut(h))
+        assert block.conv1.weight.abs().sum() > 0  # only the branch's last conv is zero
+    for attention in attentions:
+        h = torch.randn(1, attention.proj.weight.shape[1], 2, 4, 4)
+        torch.testing.assert_close(attention(h)[0], h)
 
 
 # ----------------------------------------------------------------------------- reference

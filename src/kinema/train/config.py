@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Sequence
 
 from kinema.config import Config, ConfigError, read_config_text
+from kinema.errors import KinemaError
 from kinema.models.registry import DENOISER_FAMILIES, FAMILIES, model_family
 
 RUN_CONFIG_FILE = "config.json"
@@ -150,6 +151,10 @@ class DiffusionSpec(Config):
     `caption_dropout`: the probability a caption is replaced by "" (the null condition
     classifier-free guidance needs). `vae`: a trained VAE component dir (frozen), None to
     train in pixel space. `text_encoder`: "minilm", or "none" for an unconditional model.
+    `tasks`: a mix of conditioning tasks, name -> weight (kinema.tasks.conditioning.TASKS),
+    one drawn per example; the network then needs cond_channels = latent channels + 1.
+    `context_noise`: known frames get a noise level drawn from U(0, context_noise) (noised
+    context, Diffusion Forcing) on half the examples, 0 on the rest.
     """
 
     kind: ClassVar[str] = "diffusion"
@@ -167,8 +172,18 @@ class DiffusionSpec(Config):
     caption_dropout: float = 0.1
     vae: str | None = None
     text_encoder: Literal["minilm", "none"] = "minilm"
+    tasks: dict[str, float] | None = None
+    context_noise: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.tasks is not None:
+            from kinema.tasks.conditioning import check_task_weights
+
+            try:
+                check_task_weights(self.tasks)
+            except KinemaError as e:
+                raise ConfigError(f"diffusion.tasks: {e}") from None
+        _need(0.0 <= self.context_noise < 1.0, f"diffusion: context_noise must be in [0, 1), got {self.context_noise}")
         _need(self.shift > 0, f"diffusion: shift must be > 0, got {self.shift}")
         _need(self.density_std > 0, f"diffusion: density_std must be > 0, got {self.density_std}")
         _need(self.min_snr_gamma is None or self.min_snr_gamma > 0, "diffusion: min_snr_gamma must be > 0")

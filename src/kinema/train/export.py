@@ -21,7 +21,7 @@ import torch
 from kinema.checkpoint import save_component
 from kinema.config import Config
 from kinema.fileio import atomic_dir
-from kinema.pipeline import PIPELINE_FILE, VAE_DIR, PipelineConfig
+from kinema.pipeline import PIPELINE_FILE, VAE_DIR, Pipeline, PipelineConfig
 
 def export_pipeline(
     path: Path,
@@ -40,3 +40,37 @@ def export_pipeline(
         pipeline = pipeline.replace(vae=VAE_DIR if vae is not None else None)
         (tmp / PIPELINE_FILE).write_text(pipeline.to_json(), encoding="utf-8")
     return path
+
+
+def release_pipeline(source: Path, dest: Path, **defaults) -> Path:
+    """A shippable copy of a pipeline dir: the EMA weights become the only weights.
+
+    A run's final dir keeps both the raw and the EMA weights (training may go on from it);
+    a release keeps what inference loads, half the size. `defaults` overrides model.json's
+    sampling defaults (steps, sampler, guidance), e.g. with the settings a benchmark chose.
+    The source is loaded and checked first, and dest appears whole or not at all.
+    """
+    pipe = Pipeline.load(source, ema=True)
+    config = pipe.config.replace(denoiser=".", vae=VAE_DIR if pipe.vae is not None else None, **defaults)
+    with atomic_dir(Path(dest)) as tmp:
+        save_component(tmp, pipe.net.config, pipe.net.state_dict())
+        if pipe.vae is not None:
+            save_component(tmp / VAE_DIR, pipe.vae.config, pipe.vae.state_dict())
+        (tmp / PIPELINE_FILE).write_text(config.to_json(), encoding="utf-8")
+    return Path(dest)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m kinema.train.export SOURCE DEST [key=value ...]: write a release copy."""
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2:
+        raise SystemExit("usage: python -m kinema.train.export SOURCE DEST [steps=N sampler=NAME guidance=G]")
+    defaults = {k: json.loads(v) if k != "sampler" else v for k, v in (a.split("=", 1) for a in args[2:])}
+    print(release_pipeline(Path(args[0]), Path(args[1]), **defaults))
+
+
+if __name__ == "__main__":
+    main()

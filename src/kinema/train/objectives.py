@@ -25,6 +25,7 @@ from kinema.diffusion.samplers import randn
 from kinema.errors import KinemaError
 from kinema.models.text import MiniLMEncoder, pad_states
 from kinema.models.vae3d import VAE3D, vae_loss
+from kinema.tasks.conditioning import frame_sigmas, make_cond, sample_task, task_mask
 from kinema.train.config import DataSpec, DiffusionSpec, RunConfig, VAESpec
 
 
@@ -54,8 +55,10 @@ class DiffusionObjective:
         if config.in_channels != self.channels:
             where = f"the VAE's {self.channels} latent channels" if self.vae is not None else "3 pixel channels"
             raise KinemaError(f"model in_channels is {config.in_channels} but the data has {where}; set model.overrides.in_channels")
-        if getattr(config, "cond_channels", 0):
-            raise KinemaError("training a network with cond_channels is not supported by the diffusion objective yet")
+        want = self.channels + 1 if self.spec.tasks else 0
+        if getattr(config, "cond_channels", 0) != want:
+            why = "diffusion.tasks is set" if want else "diffusion.tasks is not set (nothing would fill them)"
+            raise KinemaError(f"model cond_channels is {getattr(config, 'cond_channels', 0)} but must be {want}: {why}; set model.overrides.cond_channels")
         text_dim = getattr(config, "text_dim", None)
         if self.text is not None and text_dim != self.text.dim:
             raise KinemaError(f"model text_dim is {text_dim} but the {self.spec.text_encoder} text encoder gives {self.text.dim}; set model.overrides.text_dim")
@@ -97,11 +100,29 @@ class DiffusionObjective:
         ]).to(self.device)  # (B,) or (B, T) float64
         noise = randn(x0.shape, generator=gens, dtype=x0.dtype, device=self.device)
         cond = {k: prepared[k] for k in ("context", "context_mask") if k in prepared}
+        weight = None
+        if s.tasks:
+            sigma, cond["cond"], weight = self._task_inputs(x0, noise, sigma, gens)
         per_sample = Denoiser(net, self.schedule, s.prediction).loss(
-            x0, noise, sigma, min_snr_gamma=s.min_snr_gamma, **cond
+            x0, noise, sigma, loss_weight=weight, min_snr_gamma=s.min_snr_gamma, **cond
         )  # (B,)
         loss = per_sample.mean()
         return loss, {"mse": loss.detach()}
+
+
+    def _task_inputs(self, x0: Tensor, noise: Tensor, sigma: Tensor, gens: list[torch.Generator]):
+        """One task per sample (kinema.tasks.conditioning): per-frame sigmas (B, t), the
+        cond channels (B, C + 1, t, h, w), and a loss weight that is 1 on unknown latents."""
+        t, h, w = x0.shape[2:]
+        masks, context = [], []
+        for g in gens:
+            masks.append(task_mask(sample_task(self.spec.tasks, g), (t, h, w), g))
+            noised = bool(torch.rand((), generator=g) < 0.5)
+            context.append(float(torch.rand((), generator=g, dtype=torch.float64)) * self.spec.context_noise * noised)
+        mask = torch.stack(masks).to(self.device)  # (B, 1, t, h, w)
+        context_sigma = torch.tensor(context, dtype=torch.float64, device=self.device)  # (B,)
+        known = self.schedule.path.add_noise(x0, noise, context_sigma)  # the context as the sampler will see it
+        return frame_sigmas(sigma, mask, context_sigma), make_cond(known, mask), 1.0 - mask
 
 
 class VAEObjective:
