@@ -1,8 +1,8 @@
-"""Text-to-video: noise -> sampler(cfg(denoiser)) -> VAE decode."""
+"""Text-to-video, and the sampling loop every task shares: noise -> sampler(cfg(denoiser)) -> latents."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -11,6 +11,9 @@ from kinema.diffusion.guidance import bind, cfg
 from kinema.diffusion.samplers import generators, get_sampler, randn
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from kinema.tasks.known import Known
 
 
 def guided_denoiser(pipe: Pipeline, prompts: Sequence[str], guidance: float, known: dict | None = None):
@@ -43,6 +46,69 @@ def empty_conditioning(pipe: Pipeline, shape: Sequence[int], device: torch.devic
 
 
 @torch.no_grad()
+def sample_latents(
+    pipe: Pipeline,
+    prompts: Sequence[str],
+    shape: Sequence[int],
+    *,
+    known: "Known | None" = None,
+    method: str = "trained",
+    init: Tensor | None = None,
+    strength: float = 1.0,
+    steps: int | None = None,
+    guidance: float | None = None,
+    sampler: str | None = None,
+    seeds: Sequence[int] | int = 0,
+    guidance_weight: float = 2.0,
+    progress: bool = False,
+    callback: Callable[[dict], None] | None = None,
+) -> Tensor:
+    """The sampler's loop for every task: latents (B, C, t, h, w) for `prompts`.
+
+    `known` (kinema.tasks.known) is content the clip must keep, honoured by `method`
+    ("trained", "replace" or "guidance"). `init` with `strength` < 1 is SDEdit (Meng et al.
+    2022): `init` latents are noised to the grid's first level at or below `strength` and
+    denoised from there; strength 0 returns `init`. Sample b's noise comes from its own
+    generator (seed `seeds + b`, or `seeds[b]`), so a prompt's clip does not depend on the
+    rest of the batch. Unset options take the pipeline's defaults.
+    """
+    from kinema.tasks.known import KnownContent, check_method, known_cond
+
+    c = pipe.config
+    steps = c.steps if steps is None else steps
+    guidance = c.guidance if guidance is None else guidance
+    if steps < 1:
+        raise KinemaError(f"steps must be >= 1, got {steps}")
+    if guidance < 0:
+        raise KinemaError(f"guidance must be >= 0, got {guidance}")
+    if not 0.0 <= strength <= 1.0:
+        raise KinemaError(f"strength must be in [0, 1], got {strength}")
+    check_method(method)
+    trained = method == "trained" and known is not None
+    if trained and not getattr(pipe.net.config, "cond_channels", 0):
+        raise KinemaError("this model was not trained with known-content conditioning; use --method replace or guidance")
+    sample = get_sampler(c.sampler if sampler is None else sampler)
+    n = len(prompts)
+    seed_list = [seeds + b for b in range(n)] if isinstance(seeds, int) else list(seeds)
+    device = next(pipe.net.parameters()).device
+    gens = generators(seed_list)
+    noise = randn(shape, generator=gens).to(device)
+    sigmas = pipe.schedule.sigmas(steps).to(device)
+    x = noise
+    if init is not None and strength < 1.0:
+        sigmas = sigmas[int((sigmas > strength).sum()):]  # SDEdit: start at the first level <= strength
+        if len(sigmas) < 2:
+            return init.clone()
+        x = pipe.schedule.path.add_noise(init.to(device), noise, sigmas[0].item())
+    context_noise = randn(shape, generator=generators([s + 10**6 for s in seed_list])).to(device)
+    extra = known_cond(known, pipe.schedule.path, context_noise) if trained else empty_conditioning(pipe, shape, device)
+    denoiser = guided_denoiser(pipe, prompts, guidance, extra)
+    if known is not None:
+        denoiser = KnownContent(denoiser, known, method, context_noise, guidance_weight)
+    return sample(denoiser, x, sigmas, generator=gens, callback=callback, progress=progress)
+
+
+@torch.no_grad()
 def text_to_video(
     pipe: Pipeline,
     prompts: Sequence[str],
@@ -57,25 +123,11 @@ def text_to_video(
     callback: Callable[[dict], None] | None = None,
 ) -> Tensor:
     """Clips for `prompts`: (B, 3, T, H, W) in [-1, 1]. Unset options take the pipeline's
-    defaults. Sample b's noise comes from its own generator (seed `seeds + b`, or
-    `seeds[b]`), so a prompt's clip does not depend on the rest of the batch."""
+    defaults; seeds as in `sample_latents`."""
     c = pipe.config
     frames = c.frames if frames is None else frames
     size = (c.height, c.width) if size is None else size
-    steps = c.steps if steps is None else steps
-    guidance = c.guidance if guidance is None else guidance
-    if steps < 1:
-        raise KinemaError(f"steps must be >= 1, got {steps}")
-    if guidance < 0:
-        raise KinemaError(f"guidance must be >= 0, got {guidance}")
-    sample = get_sampler(c.sampler if sampler is None else sampler)
-    n = len(prompts)
-    seed_list = [seeds + b for b in range(n)] if isinstance(seeds, int) else list(seeds)
-    device = next(pipe.net.parameters()).device
-    gens = generators(seed_list)
-    shape = pipe.latent_shape(n, frames, size)
-    x = randn(shape, generator=gens).to(device)
-    sigmas = pipe.schedule.sigmas(steps).to(device)
-    denoiser = guided_denoiser(pipe, prompts, guidance, empty_conditioning(pipe, shape, device))
-    latents = sample(denoiser, x, sigmas, generator=gens, callback=callback, progress=progress)
+    shape = pipe.latent_shape(len(prompts), frames, size)
+    latents = sample_latents(pipe, prompts, shape, steps=steps, guidance=guidance, sampler=sampler, seeds=seeds,
+                             progress=progress, callback=callback)
     return pipe.decode(latents)

@@ -1,0 +1,113 @@
+"""The tasks that start from pixels: image-to-video, prediction, editing, inpainting.
+
+Each one encodes what the user gives into latents, says what is known (kinema.tasks.known),
+runs the shared sampling loop (kinema.tasks.t2v.sample_latents) and decodes. Clips are
+(B, 3, T, H, W) in [-1, 1] at the model's size; the CLI resizes inputs before they get here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from kinema.errors import KinemaError
+from kinema.pipeline import Pipeline
+from kinema.tasks.known import Known
+from kinema.tasks.t2v import sample_latents
+
+
+def _vae(pipe: Pipeline):
+    if pipe.vae is None:
+        raise KinemaError("this task needs a latent model (a pipeline with a VAE)")
+    return pipe.vae
+
+
+def encode(pipe: Pipeline, video: Tensor) -> Tensor:
+    """(B, 3, 1 + f*k, H, W) in [-1, 1] -> normalized latents (B, C, 1 + k, h, w)."""
+    return _vae(pipe).encode(video)
+
+
+def _frames_and_shape(pipe: Pipeline, batch: int, frames: int | None, size: tuple[int, int]) -> tuple[int, tuple]:
+    frames = pipe.config.frames if frames is None else frames
+    return frames, pipe.latent_shape(batch, frames, size)
+
+
+@torch.no_grad()
+def image_to_video(pipe: Pipeline, prompts: list[str], image: Tensor, *, frames: int | None = None,
+                   method: str = "trained", **sampling: Any) -> Tensor:
+    """A clip whose first frame is `image` (B, 3, H, W): the causal VAE encodes a frame on
+    its own into the first latent frame, which is the known content."""
+    frames, shape = _frames_and_shape(pipe, len(prompts), frames, tuple(image.shape[-2:]))
+    first = encode(pipe, image[:, :, None])  # (B, C, 1, h, w)
+    latents = torch.zeros(shape, dtype=first.dtype)
+    latents[:, :, :1] = first
+    mask = torch.zeros(shape[0], 1, *shape[2:])
+    mask[:, :, 0] = 1
+    out = sample_latents(pipe, prompts, shape, known=Known(latents, mask), method=method, **sampling)
+    return pipe.decode(out)
+
+
+def context_frames(available: int, temporal_factor: int, wanted: int | None = None) -> int:
+    """The longest usable context, 1 + f*k frames, within `available` (and `wanted`)."""
+    n = available if wanted is None else min(wanted, available)
+    if n < 1:
+        raise KinemaError("need at least one context frame")
+    return 1 + temporal_factor * ((n - 1) // temporal_factor)
+
+
+@torch.no_grad()
+def predict(pipe: Pipeline, prompts: list[str], clip: Tensor, *, frames: int | None = None,
+            method: str = "trained", **sampling: Any) -> Tensor:
+    """Continue `clip` (B, 3, K, H, W), K = 1 + f*k context frames: returns the whole clip
+    of `frames` frames, the context's latent frames known, the rest generated."""
+    frames, shape = _frames_and_shape(pipe, len(prompts), frames, tuple(clip.shape[-2:]))
+    context = encode(pipe, clip)  # (B, C, 1 + k, h, w)
+    k = context.shape[2]
+    if k >= shape[2]:
+        raise KinemaError(f"the context ({clip.shape[2]} frames) already fills {frames} frames; ask for more frames")
+    latents = torch.zeros(shape, dtype=context.dtype)
+    latents[:, :, :k] = context
+    mask = torch.zeros(shape[0], 1, *shape[2:])
+    mask[:, :, :k] = 1
+    out = sample_latents(pipe, prompts, shape, known=Known(latents, mask), method=method, **sampling)
+    return pipe.decode(out)
+
+
+@torch.no_grad()
+def edit(pipe: Pipeline, prompts: list[str], clip: Tensor, *, strength: float, **sampling: Any) -> Tensor:
+    """SDEdit (Meng et al. 2022): noise `clip`'s latents to `strength` and denoise them under
+    the new prompt. Strength 0 returns the input itself; 1 ignores it."""
+    if not 0.0 <= strength <= 1.0:
+        raise KinemaError(f"strength must be in [0, 1], got {strength}")
+    if strength == 0.0:
+        return clip.clone()
+    init = encode(pipe, clip)
+    out = sample_latents(pipe, prompts, tuple(init.shape), init=init, strength=strength, **sampling)
+    return pipe.decode(out)
+
+
+def latent_known_mask(region: Tensor, spatial: int, temporal: int) -> Tensor:
+    """Pixel region to regenerate (B, 1, 1 + f*k, H, W), 1 = regenerate -> latent known mask
+    (B, 1, 1 + k, H/s, W/s): a latent element is known only if none of the pixels it
+    encodes (frame 0 alone, then groups of f frames; s x s pixels) is to be regenerated."""
+    first, rest = region[:, :, :1], region[:, :, 1:]
+    b, _, t, h, w = rest.shape
+    grouped = torch.cat([first, rest.reshape(b, 1, t // temporal, temporal, h, w).amax(dim=3)], dim=2)
+    touched = F.max_pool3d(grouped.float(), (1, spatial, spatial))
+    return 1.0 - touched
+
+
+@torch.no_grad()
+def inpaint(pipe: Pipeline, prompts: list[str], clip: Tensor, region: Tensor, *, method: str = "trained",
+            **sampling: Any) -> Tensor:
+    """Regenerate `clip` (B, 3, T, H, W) where `region` (B or 1, 1, T, H, W) is 1; elsewhere
+    the output is the input's pixels exactly (the decoded clip is blended in only inside)."""
+    vae = _vae(pipe)
+    region = region.to(clip.dtype).expand(clip.shape[0], 1, *clip.shape[2:])
+    latents = encode(pipe, clip)
+    mask = latent_known_mask(region, vae.config.spatial_factor, vae.config.temporal_factor)
+    out = sample_latents(pipe, prompts, tuple(latents.shape), known=Known(latents, mask), method=method, **sampling)
+    return region * pipe.decode(out) + (1 - region) * clip

@@ -1,0 +1,166 @@
+"""Sampling with known content (kinema.tasks.known) and the pixel tasks (kinema.tasks.clips)
+on tiny random pipelines and analytic denoisers: what must hold whatever the weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kinema.diffusion.samplers import get_sampler
+from kinema.diffusion.schedules import FLOW, FlowSchedule
+from kinema.errors import KinemaError
+from kinema.pipeline import Pipeline
+from kinema.tasks import clips
+from kinema.tasks.known import Known, KnownContent
+from kinema.tasks.t2v import sample_latents
+from pipeline_utils import make_pipeline_dir
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tasks")
+    return Pipeline.load(make_pipeline_dir(root / "p", text_encoder="none", frames=9, cond_channels=5))
+
+
+class Smoother:
+    """An analytic denoiser D(x, sigma) = A x: every frame becomes the clip's temporal mean
+    (so the known frames inform the unknown ones). Records the sigmas it is called with."""
+
+    path = FLOW
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, x, sigma):
+        self.calls.append((x.clone(), torch.as_tensor(sigma).clone()))
+        return x.mean(dim=2, keepdim=True).expand_as(x)
+
+
+def known_first_frame(shape=(2, 3, 4, 2, 2), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    latents = torch.randn(shape, generator=g)
+    mask = torch.zeros(shape[0], 1, *shape[2:])
+    mask[:, :, 0] = 1
+    return Known(latents, mask, context_sigma=0.1), torch.randn(shape, generator=g)
+
+
+@pytest.mark.parametrize("method", ["trained", "replace", "guidance"])
+def test_every_method_ends_on_the_known_content(method):
+    known, noise = known_first_frame()
+    d = KnownContent(Smoother(), known, method, noise)
+    out = get_sampler("euler")(d, torch.randn(known.latents.shape), FlowSchedule().sigmas(4))
+    torch.testing.assert_close(out[:, :, :1], known.latents[:, :, :1])
+    assert not torch.allclose(out[:, :, 1:], known.latents[:, :, 1:])
+
+
+def test_trained_method_shows_known_frames_at_the_context_level():
+    known, noise = known_first_frame()
+    inner = Smoother()
+    KnownContent(inner, known, "trained", noise)(torch.randn(known.latents.shape), torch.tensor([0.8, 0.8]))
+    x, sigma = inner.calls[-1]
+    assert sigma.shape == (2, 4) and torch.allclose(sigma[:, 0], torch.tensor(0.1, dtype=sigma.dtype))
+    assert torch.allclose(sigma[:, 1:], torch.tensor(0.8, dtype=sigma.dtype))
+    torch.testing.assert_close(x[:, :, 0], FLOW.add_noise(known.latents, noise, 0.1)[:, :, 0])
+
+
+def test_replace_method_noises_the_known_region_to_the_current_level():
+    known, noise = known_first_frame()
+    inner = Smoother()
+    KnownContent(inner, known, "replace", noise)(torch.randn(known.latents.shape), torch.tensor([0.6, 0.6]))
+    x, sigma = inner.calls[-1]
+    assert sigma.shape == (2,)
+    torch.testing.assert_close(x[:, :, 0], FLOW.add_noise(known.latents, noise, 0.6)[:, :, 0])
+
+
+def test_reconstruction_guidance_matches_its_closed_form():
+    """For D(x) = A x (A: temporal mean), grad_x ||m (k - A x)||^2 = -2 A^T m (k - A x), and
+    the guided x0 on unknown elements is A x - (w alpha / 2) * that gradient."""
+    known, noise = known_first_frame()
+    w, sigma = 3.0, 0.6
+    x = torch.randn(known.latents.shape)
+    guided = KnownContent(Smoother(), known, "guidance", noise, guidance_weight=w)(x, torch.tensor([sigma, sigma]))
+    m, k = known.mask, known.latents
+    xr = m * FLOW.add_noise(k, noise, sigma) + (1 - m) * x  # the replaced input
+    ax = xr.mean(dim=2, keepdim=True).expand_as(xr)
+    residual = m * (k - ax)
+    grad = -2 * residual.mean(dim=2, keepdim=True).expand_as(xr)  # A is symmetric
+    alpha = 1 - sigma
+    expected = m * k + (1 - m) * (ax - (w * alpha / 2) * grad)
+    torch.testing.assert_close(guided, expected)
+
+
+def test_known_mask_must_fit():
+    with pytest.raises(KinemaError, match="does not fit"):
+        Known(torch.zeros(1, 3, 4, 2, 2), torch.zeros(1, 1, 3, 2, 2))
+    with pytest.raises(KinemaError, match="unknown method"):
+        KnownContent(Smoother(), known_first_frame()[0], "paste", torch.zeros(2, 3, 4, 2, 2))
+
+
+def test_trained_method_needs_a_task_trained_network(tmp_path):
+    plain = Pipeline.load(make_pipeline_dir(tmp_path / "plain", text_encoder="none", frames=5))
+    known, _ = known_first_frame((1, 4, 2, 2, 2))
+    with pytest.raises(KinemaError, match="not trained with known-content"):
+        sample_latents(plain, [""], (1, 4, 2, 2, 2), known=known, steps=2)
+    out = sample_latents(plain, [""], (1, 4, 2, 2, 2), known=known, method="replace", steps=2)
+    torch.testing.assert_close(out[:, :, 0], known.latents[:, :, 0])
+
+
+@pytest.mark.parametrize("method", ["trained", "replace", "guidance"])
+def test_sample_latents_keeps_known_latents_with_a_real_network(pipe, method):
+    shape = pipe.latent_shape(1, 9, (16, 16))
+    known, _ = known_first_frame(shape)
+    out = sample_latents(pipe, [""], shape, known=known, method=method, steps=3, seeds=1)
+    torch.testing.assert_close(out[:, :, 0], known.latents[:, :, 0])
+    again = sample_latents(pipe, [""], shape, known=known, method=method, steps=3, seeds=1)
+    assert torch.equal(out, again)
+
+
+def test_sdedit_strength_zero_returns_the_input_and_low_strength_stays_close(pipe):
+    clip = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    assert torch.equal(clips.edit(pipe, [""], clip, strength=0.0), clip)
+    init = clips.encode(pipe, clip)
+    starts = []
+    for strength in (0.3, 0.9):
+        seen = []
+        out = sample_latents(pipe, [""], tuple(init.shape), init=init, strength=strength, steps=10,
+                             callback=lambda info: seen.append(info["sigma"]))
+        starts.append(seen[0])
+        assert seen[0] <= strength + 1e-9 and len(seen) < 10
+        if strength == 0.3:
+            low = (out - init).abs().mean()
+        else:
+            high = (out - init).abs().mean()
+    assert low < high
+    with pytest.raises(KinemaError, match="strength"):
+        clips.edit(pipe, [""], clip, strength=1.5)
+
+
+def test_latent_known_mask_follows_the_causal_grouping():
+    region = torch.zeros(1, 1, 9, 16, 16)
+    region[:, :, 3, 0, 9] = 1  # frame 3 -> latent frame 1 (frames 1-4); pixel (0, 9) -> cell (0, 1)
+    mask = clips.latent_known_mask(region, spatial=8, temporal=4)
+    assert mask.shape == (1, 1, 3, 2, 2)
+    unknown = (mask == 0).nonzero().tolist()
+    assert unknown == [[0, 0, 1, 0, 1]]
+
+
+def test_inpaint_keeps_every_pixel_outside_the_region(pipe):
+    clip = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    region = torch.zeros(1, 1, 9, 16, 16)
+    region[..., 4:12, 4:12] = 1
+    out = clips.inpaint(pipe, [""], clip, region, steps=2)
+    assert torch.equal(out[..., :4, :], clip[..., :4, :]) and torch.equal(out[..., :, 12:], clip[..., :, 12:])
+    assert not torch.equal(out[..., 4:12, 4:12], clip[..., 4:12, 4:12])
+
+
+def test_image_to_video_and_prediction_shapes_and_errors(pipe):
+    image = torch.rand(2, 3, 16, 16) * 2 - 1
+    video = clips.image_to_video(pipe, ["", ""], image, frames=9, steps=2)
+    assert video.shape == (2, 3, 9, 16, 16)
+    clip = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    assert clips.predict(pipe, [""], clip, frames=9, steps=2).shape == (1, 3, 9, 16, 16)
+    with pytest.raises(KinemaError, match="already fills"):
+        clips.predict(pipe, [""], torch.rand(1, 3, 9, 16, 16), frames=9, steps=2)
+    assert clips.context_frames(7, 4) == 5 and clips.context_frames(20, 4, wanted=9) == 9
