@@ -1,7 +1,9 @@
 """`kinema generate PROMPT -o OUT`: a clip for a prompt from a text-to-video pipeline.
 
   kinema generate PROMPT -o OUT [--model DIR] [--frames N] [--size HxW] [--steps S]
-                  [--guidance G] [--sampler NAME] [--seed N]
+                  [--guidance G] [--sampler NAME] [--seed N] [--image FIRST.png [--method M]]
+
+With --image, the clip starts from that image (image-to-video).
 
 With no --model it uses the default pipeline shipped inside the package. The same seed
 gives the same clip. Unset options take the pipeline's own defaults (model.json).
@@ -31,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--guidance", type=non_negative_float, help="classifier-free guidance scale (default: the model's)")
     parser.add_argument("--sampler", help="ddpm, ddim, euler, heun or dpmpp_2m (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same clip")
+    parser.add_argument("--image", metavar="FIRST", help="image-to-video: the clip's first frame")
+    parser.add_argument("--method", default="trained", help="with --image, how it is kept: trained (default), replace or guidance")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
     parser.set_defaults(func=_generate)
 
@@ -49,17 +53,38 @@ def _generate(args: argparse.Namespace) -> int:
     from kinema.diffusion.samplers import get_sampler
     from kinema.media import write_video
     from kinema.pipeline import Pipeline
+    from kinema.tasks.clips import image_to_video
+    from kinema.tasks.known import check_method
     from kinema.tasks.t2v import text_to_video
 
     if args.sampler is not None:
         get_sampler(args.sampler)  # an unknown name fails before the model loads
+    check_method(args.method)
     pipe = Pipeline.load(args.model or DEFAULT_PIPELINE_DIR)
-    with torch.inference_mode():
-        video = text_to_video(pipe, [args.prompt], frames=args.frames, size=args.size, steps=args.steps,
-                              guidance=args.guidance, sampler=args.sampler, seeds=args.seed,
-                              progress=args.progress)
+    options = dict(frames=args.frames, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
+                   seeds=args.seed, progress=args.progress)
+    with torch.no_grad():  # not inference_mode: reconstruction guidance needs autograd
+        if args.image is not None:
+            video = image_to_video(pipe, [args.prompt], _read_first_frame(args, pipe), method=args.method, **options)
+        else:
+            video = text_to_video(pipe, [args.prompt], size=args.size, **options)
     print(write_video(args.out, video[0], fps=pipe.config.fps))
     return 0
+
+
+def _read_first_frame(args: argparse.Namespace, pipe):
+    """--image at the clip's size (--size, else the model's) as (1, 3, H, W) in [-1, 1]."""
+    import torch
+
+    from kinema.media import read_frames
+
+    height, width = args.size or (pipe.config.height, pipe.config.width)
+    original = read_frames(args.image, count=1)[0]
+    if original.shape[:2] != (height, width):
+        print(f"kinema: image is {original.shape[0]}x{original.shape[1]}; scaled and centre-cropped to {height}x{width}",
+              file=sys.stderr)
+    frame = read_frames(args.image, count=1, size=(height, width), fit="crop")[0]
+    return torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 127.5 - 1.0
 
 
 def _ground_truth(args: argparse.Namespace) -> int:

@@ -1,0 +1,165 @@
+"""The commands that start from a clip: predict, edit, inpaint.
+
+  kinema predict CLIP -o OUT [--context K] [--frames N] [--prompt P]
+  kinema edit CLIP --prompt P [--strength S] -o OUT
+  kinema inpaint CLIP --mask MASK [--prompt P] -o OUT
+
+Inputs of another size than the model's are scaled and centre-cropped to it, and a clip
+longer than needed is cut, each with a notice on stderr; a length the model cannot take is
+cut to the nearest one it can (1 + 4k frames).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kinema.cli.arguments import non_negative_float, positive_int
+
+METHOD_HELP = "how known content is kept: trained (default), replace or guidance"
+
+
+def add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    """Options every generating command shares."""
+    parser.add_argument("-o", "--out", required=True, help="output: .mp4, .gif, .npy or a directory of PNG frames")
+    parser.add_argument("--model", metavar="DIR", help="a pipeline dir (default: the shipped default model)")
+    parser.add_argument("--steps", type=positive_int, help="sampler steps (default: the model's)")
+    parser.add_argument("--guidance", type=non_negative_float, help="classifier-free guidance scale (default: the model's)")
+    parser.add_argument("--sampler", help="ddpm, ddim, euler, heun or dpmpp_2m (default: the model's)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same clip")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("predict", help="continue a clip", description="Continue a clip: its first K frames are kept, the rest generated.")
+    p.add_argument("clip", help="input clip (video file, PNG folder, .npy)")
+    p.add_argument("--context", type=positive_int, default=5, help="context frames taken from the clip (1 + 4k; default 5)")
+    p.add_argument("--frames", type=positive_int, help="frames in the output, context included (default: the model's)")
+    p.add_argument("--prompt", default="", help="caption of the clip (default: none)")
+    p.add_argument("--method", default="trained", help=METHOD_HELP)
+    add_sampling_options(p)
+    p.set_defaults(func=_predict)
+
+    p = subparsers.add_parser("edit", help="restyle a clip under a new prompt (SDEdit)",
+                              description="Noise a clip to --strength and denoise it under --prompt; strength 0 returns the input.")
+    p.add_argument("clip")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--strength", type=non_negative_float, default=0.7, help="0 keeps the input, 1 ignores it (default 0.7)")
+    p.add_argument("--frames", type=positive_int, help="frames taken from the clip (default: the model's)")
+    add_sampling_options(p)
+    p.set_defaults(func=_edit)
+
+    p = subparsers.add_parser("inpaint", help="regenerate a masked region of a clip",
+                              description="Regenerate where MASK is white; elsewhere the output keeps the input.")
+    p.add_argument("clip")
+    p.add_argument("--mask", required=True, help="a mask image for every frame, or a mask clip (white = regenerate)")
+    p.add_argument("--prompt", default="", help="what the region should show (default: none)")
+    p.add_argument("--frames", type=positive_int, help="frames taken from the clip (default: the model's)")
+    p.add_argument("--method", default="trained", help=METHOD_HELP)
+    add_sampling_options(p)
+    p.set_defaults(func=_inpaint)
+
+
+def load_pipeline(args: argparse.Namespace):
+    """The pipeline named by --model (or the default), after cheap checks of the options."""
+    from kinema.diffusion.samplers import get_sampler
+    from kinema.media import check_output_path
+    from kinema.pipeline import Pipeline
+    from kinema.tasks.known import check_method
+    from kinema.weights import DEFAULT_PIPELINE_DIR
+
+    check_output_path(args.out)
+    if getattr(args, "sampler", None) is not None:
+        get_sampler(args.sampler)
+    if getattr(args, "method", None) is not None:
+        check_method(args.method)
+    return Pipeline.load(args.model or DEFAULT_PIPELINE_DIR)
+
+
+def notice(message: str) -> None:
+    print(f"kinema: {message}", file=sys.stderr)
+
+
+def read_clip(path: str, pipe, frames: int | None, what: str = "clip", exact: bool = False):
+    """The first `frames` frames (default: the model's) of `path` at the model's size, as a
+    (1, 3, T, H, W) tensor in [-1, 1], with notices for what was changed. A shorter clip is
+    cut to the longest 1 + 4k frames it has, unless `exact` asks for all of them."""
+    import torch
+
+    from kinema.errors import KinemaError
+    from kinema.media import probe, read_frames
+    from kinema.tasks.clips import context_frames
+
+    c, f = pipe.config, pipe.vae.config.temporal_factor
+    want = c.frames if frames is None else frames
+    info = probe(path)
+    if (info["height"], info["width"]) != (c.height, c.width):
+        notice(f"{what} is {info['height']}x{info['width']}; scaled and centre-cropped to the model's {c.height}x{c.width}")
+    frames_read = read_frames(path, count=want, size=(c.height, c.width), fit="crop")
+    if exact and len(frames_read) < want:
+        raise KinemaError(f"{path} has {len(frames_read)} frames; {want} asked for")
+    if info["frames"] is not None and info["frames"] > want:
+        notice(f"{what} has {info['frames']} frames; using the first {want}")
+    n = context_frames(len(frames_read), f)
+    if n != len(frames_read):
+        notice(f"{what} cut to {n} frames (this model takes 1 + {f}k)")
+    video = torch.from_numpy(frames_read[:n]).permute(3, 0, 1, 2).float() / 127.5 - 1.0
+    return video[None]
+
+
+def sampling_kwargs(args: argparse.Namespace) -> dict:
+    return {"steps": args.steps, "guidance": args.guidance, "sampler": args.sampler, "seeds": args.seed}
+
+
+def write(args: argparse.Namespace, pipe, video) -> int:
+    from kinema.media import write_video
+
+    print(write_video(args.out, video[0], fps=pipe.config.fps))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from kinema.errors import KinemaError
+    from kinema.tasks.clips import predict
+
+    pipe = load_pipeline(args)
+    f = pipe.vae.config.temporal_factor
+    if (args.context - 1) % f:
+        raise KinemaError(f"--context must be 1 + {f}k frames (e.g. 1, 5, 9), got {args.context}")
+    clip = read_clip(args.clip, pipe, args.context, what="context")
+    return write(args, pipe, predict(pipe, [args.prompt], clip, frames=args.frames, method=args.method,
+                                     **sampling_kwargs(args)))
+
+
+def _edit(args: argparse.Namespace) -> int:
+    from kinema.errors import KinemaError
+    from kinema.tasks.clips import edit
+
+    if args.strength > 1:
+        raise KinemaError(f"--strength must be in [0, 1], got {args.strength}")
+    pipe = load_pipeline(args)
+    clip = read_clip(args.clip, pipe, args.frames, exact=args.frames is not None)
+    return write(args, pipe, edit(pipe, [args.prompt], clip, strength=args.strength, **sampling_kwargs(args)))
+
+
+def read_mask(path: str, pipe, frames: int):
+    """White = regenerate: (1, 1, T, H, W) in {0, 1}, from one image (all frames) or a clip."""
+    from kinema.errors import KinemaError
+    from kinema.media import read_frames
+
+    c = pipe.config
+    masks = read_frames(path, count=frames, size=(c.height, c.width), fit="crop")
+    if len(masks) not in (1, frames):
+        raise KinemaError(f"mask {path} has {len(masks)} frames; give one image or a clip of at least {frames} frames")
+    import torch
+
+    region = torch.from_numpy(masks).float().mean(dim=-1) > 127.5  # (T, H, W)
+    return region.expand(frames, -1, -1).float()[None, None]
+
+
+def _inpaint(args: argparse.Namespace) -> int:
+    from kinema.tasks.clips import inpaint
+
+    pipe = load_pipeline(args)
+    clip = read_clip(args.clip, pipe, args.frames, exact=args.frames is not None)
+    region = read_mask(args.mask, pipe, clip.shape[2])
+    return write(args, pipe, inpaint(pipe, [args.prompt], clip, region, method=args.method, **sampling_kwargs(args)))
