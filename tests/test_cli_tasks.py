@@ -91,3 +91,33 @@ def test_bad_input_is_one_line_and_exit_2(model, clip, tmp_path, command, extra,
     lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("kinema: clip")]
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_interpolate_and_extend_commands(model, clip, tmp_path):
+    from PIL import Image
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(a)
+    Image.fromarray(np.full((16, 16, 3), 255, np.uint8)).save(b)
+    out = tmp_path / "interp.npy"
+    assert main(["interpolate", "--first", str(a), "--last", str(b), "--model", model, "-o", str(out), "--steps", "2"]) == 0
+    assert np.load(out).shape == (9, 16, 16, 3)
+    long = tmp_path / "long.mp4"
+    assert main(["extend", "--prompt", PROMPT, "--frames", "21", "--model", model, "-o", str(long), "--steps", "2"]) == 0
+    from kinema.media import read_frames
+
+    assert read_frames(long).shape == (21, 16, 16, 3)
+    cont = tmp_path / "cont.npy"
+    assert main(["extend", clip, "--frames", "17", "--model", model, "-o", str(cont), "--steps", "2"]) == 0
+    assert np.load(cont).shape == (17, 16, 16, 3)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--frames", "20", "--prompt", "x"], "1 + 4k frames"),
+    (["--frames", "21"], "give a clip to continue or a --prompt"),
+])
+def test_extend_bad_input(model, tmp_path, extra, message):
+    proc = subprocess.run([sys.executable, "-m", "kinema", "extend", "--model", model, "-o", str(tmp_path / "x.mp4"),
+                           *extra], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr.strip().splitlines()[-1], proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.mp4").exists()

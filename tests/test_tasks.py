@@ -164,3 +164,36 @@ def test_image_to_video_and_prediction_shapes_and_errors(pipe):
     with pytest.raises(KinemaError, match="already fills"):
         clips.predict(pipe, [""], torch.rand(1, 3, 9, 16, 16), frames=9, steps=2)
     assert clips.context_frames(7, 4) == 5 and clips.context_frames(20, 4, wanted=9) == 9
+
+
+def test_extend_streams_windows_that_continue_in_latent_space(pipe):
+    from kinema.tasks.extend import extend, extend_latents
+
+    chunks = list(extend_latents(pipe, "", 6, context=2, steps=2))
+    assert [c.shape[2] for c in chunks] == [3, 1, 1, 1]  # window 3 latents, 2 kept, 1 new per window
+    whole = torch.cat(chunks, dim=2)
+    again = torch.cat(list(extend_latents(pipe, "", 6, context=2, steps=2)), dim=2)
+    assert torch.equal(whole, again)
+    pieces = []
+    count = extend(pipe, "", 21, on_frames=pieces.append, context=2, steps=2)
+    assert count == 21 and [p.shape[2] for p in pieces] == [9, 4, 4, 4]
+    torch.testing.assert_close(torch.cat(pieces, dim=2), pipe.vae.decode(whole), atol=1e-5, rtol=0)
+    with pytest.raises(KinemaError, match="context must be between 1 and 2"):
+        list(extend_latents(pipe, "", 6, context=3, steps=2))
+
+
+def test_extend_continues_a_given_clip_from_its_own_latents(pipe):
+    from kinema.tasks.extend import extend_latents
+
+    clip = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    start = clips.encode(pipe, clip)
+    chunks = list(extend_latents(pipe, "", 5, start=start, context=1, steps=2))
+    assert torch.equal(chunks[0], start) and sum(c.shape[2] for c in chunks) == 5
+
+
+def test_interpolate_knows_both_ends(pipe):
+    a, b = torch.rand(1, 3, 16, 16) * 2 - 1, torch.rand(1, 3, 16, 16) * 2 - 1
+    video = clips.interpolate(pipe, [""], a, b, frames=9, steps=2)
+    assert video.shape == (1, 3, 9, 16, 16)
+    with pytest.raises(KinemaError, match="at least 5 frames"):
+        clips.interpolate(pipe, [""], a, b, frames=1, steps=2)

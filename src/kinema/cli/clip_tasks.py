@@ -1,8 +1,10 @@
-"""The commands that start from a clip: predict, edit, inpaint.
+"""The commands that start from given content: predict, edit, inpaint, interpolate, extend.
 
   kinema predict CLIP -o OUT [--context K] [--frames N] [--prompt P]
   kinema edit CLIP --prompt P [--strength S] -o OUT
   kinema inpaint CLIP --mask MASK [--prompt P] -o OUT
+  kinema interpolate --first A.png --last B.png -o OUT [--frames N] [--prompt P]
+  kinema extend (CLIP | --prompt P) --frames N -o OUT
 
 Inputs of another size than the model's are scaled and centre-cropped to it, and a clip
 longer than needed is cut, each with a notice on stderr; a length the model cannot take is
@@ -57,6 +59,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="trained", help=METHOD_HELP)
     add_sampling_options(p)
     p.set_defaults(func=_inpaint)
+
+    p = subparsers.add_parser("interpolate", help="fill the frames between two keyframes",
+                              description="Generate a clip that starts at --first and ends at --last.")
+    p.add_argument("--first", required=True, help="first keyframe (image)")
+    p.add_argument("--last", required=True, help="last keyframe (image)")
+    p.add_argument("--frames", type=positive_int, help="frames in the output (default: the model's)")
+    p.add_argument("--prompt", default="", help="caption of the clip (default: none)")
+    p.add_argument("--method", default="trained", help=METHOD_HELP)
+    add_sampling_options(p)
+    p.set_defaults(func=_interpolate)
+
+    p = subparsers.add_parser("extend", help="a long clip, window by window",
+                              description="Continue CLIP (or start from --prompt) to --frames frames, writing each window as it completes.")
+    p.add_argument("clip", nargs="?", help="clip to continue (default: start from the prompt)")
+    p.add_argument("--prompt", default="", help="caption (needed without a clip)")
+    p.add_argument("--frames", type=positive_int, required=True, help="total frames, 1 + 4k")
+    p.add_argument("--context", type=positive_int, default=2, help="latent frames each window keeps from the last (default 2)")
+    p.add_argument("--context-noise", type=non_negative_float, default=0.05,
+                   help="noise level the kept latents are shown at (default 0.05)")
+    p.add_argument("--method", default="trained", help=METHOD_HELP)
+    add_sampling_options(p)
+    p.set_defaults(func=_extend)
 
 
 def load_pipeline(args: argparse.Namespace):
@@ -163,3 +187,48 @@ def _inpaint(args: argparse.Namespace) -> int:
     clip = read_clip(args.clip, pipe, args.frames, exact=args.frames is not None)
     region = read_mask(args.mask, pipe, clip.shape[2])
     return write(args, pipe, inpaint(pipe, [args.prompt], clip, region, method=args.method, **sampling_kwargs(args)))
+
+
+def read_keyframe(path: str, pipe, what: str):
+    """One image at the model's size as (1, 3, H, W) in [-1, 1], with a notice if resized."""
+    import torch
+
+    from kinema.media import read_frames
+
+    c = pipe.config
+    original = read_frames(path, count=1)[0]
+    if original.shape[:2] != (c.height, c.width):
+        notice(f"{what} is {original.shape[0]}x{original.shape[1]}; scaled and centre-cropped to the model's {c.height}x{c.width}")
+    frame = read_frames(path, count=1, size=(c.height, c.width), fit="crop")[0]
+    return torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+
+
+def _interpolate(args: argparse.Namespace) -> int:
+    from kinema.tasks.clips import interpolate
+
+    pipe = load_pipeline(args)
+    first, last = read_keyframe(args.first, pipe, "--first"), read_keyframe(args.last, pipe, "--last")
+    return write(args, pipe, interpolate(pipe, [args.prompt], first, last, frames=args.frames, method=args.method,
+                                         **sampling_kwargs(args)))
+
+
+def _extend(args: argparse.Namespace) -> int:
+    from kinema.errors import KinemaError
+    from kinema.media import VideoWriter
+    from kinema.tasks.extend import extend, latent_frames_needed
+
+    if args.clip is None and not args.prompt:
+        raise KinemaError("give a clip to continue or a --prompt to start from")
+    pipe = load_pipeline(args)
+    latent_frames_needed(pipe, args.frames)  # a clear error for a length the model cannot make
+    clip = None
+    if args.clip is not None:
+        clip = read_clip(args.clip, pipe, None)
+        if clip.shape[2] > args.frames:
+            raise KinemaError(f"the clip already has {clip.shape[2]} frames; ask for more than that")
+    options = {k: v for k, v in sampling_kwargs(args).items() if k != "seeds"}
+    with VideoWriter(args.out, fps=pipe.config.fps) as writer:
+        extend(pipe, args.prompt, args.frames, clip=clip, on_frames=lambda v: writer.write(v[0]), context=args.context,
+               context_sigma=args.context_noise, method=args.method, seed=args.seed, **options)
+    print(args.out)
+    return 0

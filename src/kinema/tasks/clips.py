@@ -111,3 +111,29 @@ def inpaint(pipe: Pipeline, prompts: list[str], clip: Tensor, region: Tensor, *,
     mask = latent_known_mask(region, vae.config.spatial_factor, vae.config.temporal_factor)
     out = sample_latents(pipe, prompts, tuple(latents.shape), known=Known(latents, mask), method=method, **sampling)
     return region * pipe.decode(out) + (1 - region) * clip
+
+
+@torch.no_grad()
+def interpolate(pipe: Pipeline, prompts: list[str], first: Tensor, last: Tensor, *, frames: int | None = None,
+                method: str = "trained", **sampling: Any) -> Tensor:
+    """A clip from keyframe `first` to keyframe `last` (each (B, 3, H, W)).
+
+    The first latent frame is `first` encoded on its own (exact, as in image-to-video). The
+    last latent frame encodes the clip's last f frames together and one image cannot give
+    it exactly: it is taken from a proxy clip that holds `first`, then `last` for those f
+    frames, so the generated clip ends at `last` with its last f frames nearly still.
+    """
+    frames, shape = _frames_and_shape(pipe, len(prompts), frames, tuple(first.shape[-2:]))
+    f = _vae(pipe).config.temporal_factor
+    if shape[2] < 2:
+        raise KinemaError(f"interpolation needs at least {1 + f} frames, got {frames}")
+    a, b = first[:, :, None], last[:, :, None]
+    proxy = torch.cat([a.expand(-1, -1, frames - f, -1, -1), b.expand(-1, -1, f, -1, -1)], dim=2)
+    z = encode(pipe, proxy)
+    latents = torch.zeros(shape, dtype=z.dtype)
+    mask = torch.zeros(shape[0], 1, *shape[2:])
+    for i in (0, shape[2] - 1):
+        latents[:, :, i] = z[:, :, i]
+        mask[:, :, i] = 1
+    out = sample_latents(pipe, prompts, shape, known=Known(latents, mask), method=method, **sampling)
+    return pipe.decode(out)
