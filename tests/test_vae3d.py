@@ -309,10 +309,10 @@ def test_vae_loss_terms():
 
 def test_loss_reaches_every_parameter():
     torch.manual_seed(0)
-    model = randomized(VAE3D(TINY)).train()
+    model = randomized(VAE3D(TINY.replace(coarse_path=True))).train()
     loss, parts = model.loss(clip(5, b=2), kl_weight=1e-3, generator=torch.Generator().manual_seed(0))
     loss.backward()
-    assert set(parts) == {"l1", "l2", "gradient", "kl"}
+    assert set(parts) == {"l1", "l2", "gradient", "kl", "chroma"}
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
@@ -356,3 +356,42 @@ def test_matches_diffusers_wan_vae():
         torch.testing.assert_close(mean, dist.mean, rtol=0, atol=1e-5)
         torch.testing.assert_close(logvar, dist.logvar, rtol=0, atol=1e-5)
         torch.testing.assert_close(model.decode(z), ref.decode(z).sample, rtol=0, atol=1e-5)
+
+
+def test_coarse_path_streams_exactly_and_starts_silent():
+    cfg = TINY.replace(coarse_path=True)
+    torch.manual_seed(0)
+    fresh = VAE3D(cfg).eval()
+    plain = VAE3D(TINY).eval()
+    plain.load_state_dict({k: v for k, v in fresh.state_dict().items() if not k.startswith("coarse.")})
+    z = latents(3)
+    torch.testing.assert_close(fresh.decode(z), plain.decode(z))  # the decoder half starts at zero
+    model = randomized(VAE3D(cfg)).eval()
+    with torch.no_grad():
+        model.coarse.decode.weight.normal_(0, 0.5)
+    x = clip(9)
+    whole, _ = model.posterior(x)
+    chunked, _ = model.posterior(x, chunk_latents=1)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
+    z = model.encode(x)
+    torch.testing.assert_close(model.decode(z, chunk_latents=1), model.decode(z, chunk_latents=None), atol=1e-5, rtol=0)
+    assert not torch.allclose(model.decode(z), plain.decode(z))
+
+
+def test_block_mean_and_repeat_follow_the_causal_grouping():
+    from kinema.models.vae3d import block_mean, block_repeat
+
+    x = torch.arange(9.0).reshape(1, 1, 9, 1, 1).expand(1, 1, 9, 2, 2)
+    m = block_mean(x, spatial=2, temporal=4, first=True)
+    assert m.flatten().tolist() == [0.0, 2.5, 6.5]  # frame 0, frames 1-4, frames 5-8
+    assert block_mean(x[:, :, 1:], 2, 4, first=False).flatten().tolist() == [2.5, 6.5]
+    r = block_repeat(m, spatial=2, temporal=4, first=True)
+    assert r.shape == (1, 1, 9, 2, 2) and r[0, 0, :, 0, 0].tolist() == [0.0] + [2.5] * 4 + [6.5] * 4
+
+
+def test_chroma_term_ignores_luminance_errors():
+    target = torch.zeros(1, 3, 1, 2, 2)
+    m = lv = torch.zeros(1, 4, 1, 1, 1)
+    _, grey = vae_loss(target + 0.5, target, m, lv)
+    _, red = vae_loss(target + torch.tensor([0.5, -0.25, -0.25]).view(1, 3, 1, 1, 1), target, m, lv)
+    assert float(grey["chroma"]) == 0.0 and float(red["chroma"]) == pytest.approx(0.125)

@@ -213,10 +213,12 @@ class VAESpec(Config):
     l2_weight: float = 0.0
     gradient_weight: float = 1.0
     kl_weight: float = 1e-6
+    chroma_weight: float = 0.0
     stats_batches: int = 8
 
     def __post_init__(self) -> None:
-        _need(min(self.l1_weight, self.l2_weight, self.gradient_weight, self.kl_weight) >= 0, "vae: loss weights must be >= 0")
+        _need(min(self.l1_weight, self.l2_weight, self.gradient_weight, self.kl_weight, self.chroma_weight) >= 0,
+              "vae: loss weights must be >= 0")
         _need(self.stats_batches >= 1, f"vae: stats_batches must be >= 1, got {self.stats_batches}")
 
 

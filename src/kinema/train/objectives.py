@@ -149,6 +149,7 @@ class VAEObjective:
         total, parts = vae_loss(
             recon.float(), x, mean.float(), logvar.float(),
             l1_weight=self.spec.l1_weight, l2_weight=self.spec.l2_weight, gradient_weight=self.spec.gradient_weight, kl_weight=self.spec.kl_weight,
+            chroma_weight=self.spec.chroma_weight,
         )
         return total, parts
 
