@@ -189,17 +189,16 @@ def _inpaint(args: argparse.Namespace) -> int:
     return write(args, pipe, inpaint(pipe, [args.prompt], clip, region, method=args.method, **sampling_kwargs(args)))
 
 
-def read_keyframe(path: str, pipe, what: str):
-    """One image at the model's size as (1, 3, H, W) in [-1, 1], with a notice if resized."""
+def read_keyframe(path: str, size: tuple[int, int], what: str):
+    """One image at `size` (H, W) as (1, 3, H, W) in [-1, 1], with a notice if resized."""
     import torch
 
     from kinema.media import read_frames
 
-    c = pipe.config
     original = read_frames(path, count=1)[0]
-    if original.shape[:2] != (c.height, c.width):
-        notice(f"{what} is {original.shape[0]}x{original.shape[1]}; scaled and centre-cropped to the model's {c.height}x{c.width}")
-    frame = read_frames(path, count=1, size=(c.height, c.width), fit="crop")[0]
+    if original.shape[:2] != tuple(size):
+        notice(f"{what} is {original.shape[0]}x{original.shape[1]}; scaled and centre-cropped to {size[0]}x{size[1]}")
+    frame = read_frames(path, count=1, size=tuple(size), fit="crop")[0]
     return torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 127.5 - 1.0
 
 
@@ -207,7 +206,8 @@ def _interpolate(args: argparse.Namespace) -> int:
     from kinema.tasks.clips import interpolate
 
     pipe = load_pipeline(args)
-    first, last = read_keyframe(args.first, pipe, "--first"), read_keyframe(args.last, pipe, "--last")
+    size = (pipe.config.height, pipe.config.width)
+    first, last = read_keyframe(args.first, size, "--first"), read_keyframe(args.last, size, "--last")
     return write(args, pipe, interpolate(pipe, [args.prompt], first, last, frames=args.frames, method=args.method,
                                          **sampling_kwargs(args)))
 

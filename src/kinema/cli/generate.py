@@ -18,21 +18,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kinema.cli.arguments import non_negative_float, parse_size, positive_int
+from kinema.cli.arguments import parse_size, positive_int
+from kinema.cli.clip_tasks import add_sampling_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("generate", help="generate a clip for a prompt",
                                    description="Generate a clip for a prompt and write it to OUT.")
     parser.add_argument("prompt", help="e.g. 'a large red circle moving right on a black background'")
-    parser.add_argument("-o", "--out", required=True, help="output: .mp4, .gif, .npy or a directory of PNG frames")
-    parser.add_argument("--model", metavar="DIR", help="a pipeline dir (default: the shipped default model)")
+    add_sampling_options(parser)
     parser.add_argument("--frames", type=positive_int, help="clip length (default: the model's, 17)")
     parser.add_argument("--size", type=parse_size, metavar="HxW", help="frame size (default: the model's, 64x64)")
-    parser.add_argument("--steps", type=positive_int, help="sampler steps (default: the model's)")
-    parser.add_argument("--guidance", type=non_negative_float, help="classifier-free guidance scale (default: the model's)")
-    parser.add_argument("--sampler", help="ddpm, ddim, euler, heun or dpmpp_2m (default: the model's)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same clip")
     parser.add_argument("--image", metavar="FIRST", help="image-to-video: the clip's first frame")
     parser.add_argument("--method", default="trained", help="with --image, how it is kept: trained (default), replace or guidance")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
@@ -53,6 +49,7 @@ def _generate(args: argparse.Namespace) -> int:
     from kinema.diffusion.samplers import get_sampler
     from kinema.media import write_video
     from kinema.pipeline import Pipeline
+    from kinema.cli.clip_tasks import read_keyframe
     from kinema.tasks.clips import image_to_video
     from kinema.tasks.known import check_method
     from kinema.tasks.t2v import text_to_video
@@ -65,26 +62,13 @@ def _generate(args: argparse.Namespace) -> int:
                    seeds=args.seed, progress=args.progress)
     with torch.no_grad():  # not inference_mode: reconstruction guidance needs autograd
         if args.image is not None:
-            video = image_to_video(pipe, [args.prompt], _read_first_frame(args, pipe), method=args.method, **options)
+            size = args.size or (pipe.config.height, pipe.config.width)
+            image = read_keyframe(args.image, size, "image")
+            video = image_to_video(pipe, [args.prompt], image, method=args.method, **options)
         else:
             video = text_to_video(pipe, [args.prompt], size=args.size, **options)
     print(write_video(args.out, video[0], fps=pipe.config.fps))
     return 0
-
-
-def _read_first_frame(args: argparse.Namespace, pipe):
-    """--image at the clip's size (--size, else the model's) as (1, 3, H, W) in [-1, 1]."""
-    import torch
-
-    from kinema.media import read_frames
-
-    height, width = args.size or (pipe.config.height, pipe.config.width)
-    original = read_frames(args.image, count=1)[0]
-    if original.shape[:2] != (height, width):
-        print(f"kinema: image is {original.shape[0]}x{original.shape[1]}; scaled and centre-cropped to {height}x{width}",
-              file=sys.stderr)
-    frame = read_frames(args.image, count=1, size=(height, width), fit="crop")[0]
-    return torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 127.5 - 1.0
 
 
 def _ground_truth(args: argparse.Namespace) -> int:
