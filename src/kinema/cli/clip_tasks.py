@@ -107,10 +107,8 @@ def read_clip(path: str, pipe, frames: int | None, what: str = "clip", exact: bo
     """The first `frames` frames (default: the model's) of `path` at the model's size, as a
     (1, 3, T, H, W) tensor in [-1, 1], with notices for what was changed. A shorter clip is
     cut to the longest 1 + 4k frames it has, unless `exact` asks for all of them."""
-    import torch
-
     from kinema.errors import KinemaError
-    from kinema.media import probe, read_frames
+    from kinema.media import frames_to_tensor, probe, read_frames
     from kinema.tasks.clips import context_frames
 
     c, f = pipe.config, pipe.vae.config.temporal_factor
@@ -126,8 +124,7 @@ def read_clip(path: str, pipe, frames: int | None, what: str = "clip", exact: bo
     n = context_frames(len(frames_read), f)
     if n != len(frames_read):
         notice(f"{what} cut to {n} frames (this model takes 1 + {f}k)")
-    video = torch.from_numpy(frames_read[:n]).permute(3, 0, 1, 2).float() / 127.5 - 1.0
-    return video[None]
+    return frames_to_tensor(frames_read[:n])[None]
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
@@ -190,16 +187,14 @@ def _inpaint(args: argparse.Namespace) -> int:
 
 
 def read_keyframe(path: str, size: tuple[int, int], what: str):
-    """One image at `size` (H, W) as (1, 3, H, W) in [-1, 1], with a notice if resized."""
-    import torch
+    """One image (or a clip's first frame) at `size` (H, W) as (1, 3, H, W) in [-1, 1], with a
+    notice if resized."""
+    from kinema.media import frames_to_tensor, probe, read_frames
 
-    from kinema.media import read_frames
-
-    original = read_frames(path, count=1)[0]
-    if original.shape[:2] != tuple(size):
-        notice(f"{what} is {original.shape[0]}x{original.shape[1]}; scaled and centre-cropped to {size[0]}x{size[1]}")
-    frame = read_frames(path, count=1, size=tuple(size), fit="crop")[0]
-    return torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    info = probe(path)
+    if (info["height"], info["width"]) != tuple(size):
+        notice(f"{what} is {info['height']}x{info['width']}; scaled and centre-cropped to {size[0]}x{size[1]}")
+    return frames_to_tensor(read_frames(path, count=1, size=tuple(size), fit="crop"))[:, 0][None]
 
 
 def _interpolate(args: argparse.Namespace) -> int:

@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline
-from kinema.tasks.known import Known
+from kinema.models.vae3d import block_mean
+from kinema.tasks.known import Known, known_at
 from kinema.tasks.t2v import sample_latents
 
 
@@ -41,12 +41,8 @@ def image_to_video(pipe: Pipeline, prompts: list[str], image: Tensor, *, frames:
     """A clip whose first frame is `image` (B, 3, H, W): the causal VAE encodes a frame on
     its own into the first latent frame, which is the known content."""
     frames, shape = _frames_and_shape(pipe, len(prompts), frames, tuple(image.shape[-2:]))
-    first = encode(pipe, image[:, :, None])  # (B, C, 1, h, w)
-    latents = torch.zeros(shape, dtype=first.dtype)
-    latents[:, :, :1] = first
-    mask = torch.zeros(shape[0], 1, *shape[2:])
-    mask[:, :, 0] = 1
-    out = sample_latents(pipe, prompts, shape, known=Known(latents, mask), method=method, **sampling)
+    known = known_at(shape, encode(pipe, image[:, :, None]), [0])  # the image is latent frame 0
+    out = sample_latents(pipe, prompts, shape, known=known, method=method, **sampling)
     return pipe.decode(out)
 
 
@@ -68,11 +64,8 @@ def predict(pipe: Pipeline, prompts: list[str], clip: Tensor, *, frames: int | N
     k = context.shape[2]
     if k >= shape[2]:
         raise KinemaError(f"the context ({clip.shape[2]} frames) already fills {frames} frames; ask for more frames")
-    latents = torch.zeros(shape, dtype=context.dtype)
-    latents[:, :, :k] = context
-    mask = torch.zeros(shape[0], 1, *shape[2:])
-    mask[:, :, :k] = 1
-    out = sample_latents(pipe, prompts, shape, known=Known(latents, mask), method=method, **sampling)
+    known = known_at(shape, context, list(range(k)))
+    out = sample_latents(pipe, prompts, shape, known=known, method=method, **sampling)
     return pipe.decode(out)
 
 
@@ -93,11 +86,7 @@ def latent_known_mask(region: Tensor, spatial: int, temporal: int) -> Tensor:
     """Pixel region to regenerate (B, 1, 1 + f*k, H, W), 1 = regenerate -> latent known mask
     (B, 1, 1 + k, H/s, W/s): a latent element is known only if none of the pixels it
     encodes (frame 0 alone, then groups of f frames; s x s pixels) is to be regenerated."""
-    first, rest = region[:, :, :1], region[:, :, 1:]
-    b, _, t, h, w = rest.shape
-    grouped = torch.cat([first, rest.reshape(b, 1, t // temporal, temporal, h, w).amax(dim=3)], dim=2)
-    touched = F.max_pool3d(grouped.float(), (1, spatial, spatial))
-    return 1.0 - touched
+    return (block_mean(region.float(), spatial, temporal, first=True) == 0).to(region.dtype)
 
 
 @torch.no_grad()
@@ -129,11 +118,7 @@ def interpolate(pipe: Pipeline, prompts: list[str], first: Tensor, last: Tensor,
         raise KinemaError(f"interpolation needs at least {1 + f} frames, got {frames}")
     a, b = first[:, :, None], last[:, :, None]
     proxy = torch.cat([a.expand(-1, -1, frames - f, -1, -1), b.expand(-1, -1, f, -1, -1)], dim=2)
-    z = encode(pipe, proxy)
-    latents = torch.zeros(shape, dtype=z.dtype)
-    mask = torch.zeros(shape[0], 1, *shape[2:])
-    for i in (0, shape[2] - 1):
-        latents[:, :, i] = z[:, :, i]
-        mask[:, :, i] = 1
-    out = sample_latents(pipe, prompts, shape, known=Known(latents, mask), method=method, **sampling)
+    ends = [0, shape[2] - 1]
+    known = known_at(shape, encode(pipe, proxy)[:, :, ends], ends)
+    out = sample_latents(pipe, prompts, shape, known=known, method=method, **sampling)
     return pipe.decode(out)

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline
-from kinema.tasks.known import Known
+from kinema.tasks.known import known_at
 from kinema.tasks.t2v import sample_latents
 
 
@@ -48,10 +48,9 @@ def extend_latents(
     frames, so each later window adds w - context frames; window i uses seed + i.
     """
     c = pipe.config
-    window = latent_frames_needed(pipe, c.frames)
-    if not 1 <= context < window:
-        raise KinemaError(f"context must be between 1 and {window - 1} latent frames, got {context}")
-    shape = pipe.latent_shape(1, c.frames, (c.height, c.width))
+    shape = pipe.latent_shape(1, c.frames, (c.height, c.width))  # one window
+    if not 1 <= context < shape[2]:
+        raise KinemaError(f"context must be between 1 and {shape[2] - 1} latent frames, got {context}")
     if start is None:
         start = sample_latents(pipe, [prompt], shape, seeds=seed, **sampling)
     start = start[:, :, :total_latents]
@@ -59,12 +58,8 @@ def extend_latents(
     made, tail, index = start.shape[2], start[:, :, -context:], 1
     while made < total_latents:
         k = tail.shape[2]
-        latents = torch.zeros(shape, dtype=tail.dtype)
-        latents[:, :, :k] = tail
-        mask = torch.zeros(1, 1, *shape[2:])
-        mask[:, :, :k] = 1
-        out = sample_latents(pipe, [prompt], shape, known=Known(latents, mask, context_sigma), method=method,
-                             seeds=seed + index, **sampling)
+        known = known_at(shape, tail, list(range(k)), context_sigma)
+        out = sample_latents(pipe, [prompt], shape, known=known, method=method, seeds=seed + index, **sampling)
         new = out[:, :, k : k + total_latents - made]
         yield new
         made += new.shape[2]

@@ -48,6 +48,16 @@ class Known:
         self.mask = self.mask.to(self.latents.dtype).expand(b, 1, t, h, w)
 
 
+def known_at(shape: tuple[int, ...], latents: Tensor, positions: list[int], context_sigma: float = 0.0) -> Known:
+    """Known content for a latent clip of `shape` (B, C, t, h, w): `latents` (B, C, n, h, w)
+    placed at latent frames `positions` (n of them), every other frame unknown."""
+    full = latents.new_zeros(shape)
+    mask = latents.new_zeros(shape[0], 1, *shape[2:])
+    full[:, :, positions] = latents
+    mask[:, :, positions] = 1
+    return Known(full, mask, context_sigma)
+
+
 def check_method(method: str) -> None:
     if method not in METHODS:
         raise KinemaError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
@@ -57,16 +67,19 @@ class KnownContent:
     """D'(x, sigma): `denoiser` made to honour `known` by `method` (see the module doc).
 
     `noise` (same shape as the latents) is the fixed noise the known latents are noised
-    with; for "trained", `denoiser` must already carry `known_cond(known, path, noise)` as
-    its cond input (kinema.tasks.t2v.guided_denoiser's `known`).
+    with. For "trained", `denoiser` must already carry `known_cond(known, context)` as its
+    cond input (kinema.tasks.t2v.guided_denoiser's `known`), where `context` is
+    `noised_context(known, path, noise)`; pass that same tensor here, or it is recomputed.
     """
 
-    def __init__(self, denoiser: Any, known: Known, method: Method, noise: Tensor, guidance_weight: float = 2.0):
+    def __init__(self, denoiser: Any, known: Known, method: Method, noise: Tensor, guidance_weight: float = 2.0,
+                 context: Tensor | None = None):
         check_method(method)
         self.denoiser, self.known, self.method, self.noise = denoiser, known, method, noise
         self.guidance_weight = guidance_weight
-        self.full = known_frames(known.mask)[:, None, :, None, None]  # (B, 1, t, 1, 1)
-        self.context = self.path.add_noise(known.latents, noise, known.context_sigma)
+        if method == "trained":
+            self.full = known_frames(known.mask)[:, None, :, None, None]  # (B, 1, t, 1, 1)
+            self.context = noised_context(known, self.path, noise) if context is None else context
 
     @property
     def path(self) -> Path:
@@ -95,6 +108,11 @@ class KnownContent:
         return (x0 - (self.guidance_weight * alpha / 2) * (1 - mask) * grad).detach()
 
 
-def known_cond(known: Known, path: Path, noise: Tensor) -> dict[str, Tensor]:
-    """The cond input of a task-trained network for `known` (its context at context_sigma)."""
-    return {"cond": make_cond(path.add_noise(known.latents, noise, known.context_sigma), known.mask)}
+def noised_context(known: Known, path: Path, noise: Tensor) -> Tensor:
+    """The known latents as a task-trained network sees them: noised to context_sigma."""
+    return path.add_noise(known.latents, noise, known.context_sigma)
+
+
+def known_cond(known: Known, context: Tensor) -> dict[str, Tensor]:
+    """The cond input of a task-trained network for `known`, given its `noised_context`."""
+    return {"cond": make_cond(context, known.mask)}

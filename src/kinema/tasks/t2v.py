@@ -72,7 +72,7 @@ def sample_latents(
     generator (seed `seeds + b`, or `seeds[b]`), so a prompt's clip does not depend on the
     rest of the batch. Unset options take the pipeline's defaults.
     """
-    from kinema.tasks.known import KnownContent, check_method, known_cond
+    from kinema.tasks.known import KnownContent, check_method, known_cond, noised_context
 
     c = pipe.config
     steps = c.steps if steps is None else steps
@@ -100,11 +100,14 @@ def sample_latents(
         if len(sigmas) < 2:
             return init.clone()
         x = pipe.schedule.path.add_noise(init.to(device), noise, sigmas[0].item())
-    context_noise = randn(shape, generator=generators([s + 10**6 for s in seed_list])).to(device)
-    extra = known_cond(known, pipe.schedule.path, context_noise) if trained else empty_conditioning(pipe, shape, device)
-    denoiser = guided_denoiser(pipe, prompts, guidance, extra)
-    if known is not None:
-        denoiser = KnownContent(denoiser, known, method, context_noise, guidance_weight)
+    if known is None:
+        denoiser = guided_denoiser(pipe, prompts, guidance, empty_conditioning(pipe, shape, device))
+    else:
+        known_noise = randn(shape, generator=generators([s + 10**6 for s in seed_list])).to(device)
+        context = noised_context(known, pipe.schedule.path, known_noise) if trained else None
+        extra = known_cond(known, context) if trained else empty_conditioning(pipe, shape, device)
+        denoiser = KnownContent(guided_denoiser(pipe, prompts, guidance, extra), known, method, known_noise,
+                                guidance_weight, context)
     return sample(denoiser, x, sigmas, generator=gens, callback=callback, progress=progress)
 
 
