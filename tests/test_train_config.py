@@ -10,7 +10,7 @@ import kinema.cli
 from kinema.config import ConfigError
 from kinema.models.dit import PRESETS as DIT_PRESETS
 from kinema.train.config import RunConfig, apply_overrides, load_run_config, parse_value
-from train_utils import TINY_DIT, TINY_VAE
+from train_utils import CONFIGS, TINY_DIT, TINY_VAE
 
 
 def test_tiny_configs_parse_and_resolve_to_the_preset_with_overrides():
@@ -22,6 +22,19 @@ def test_tiny_configs_parse_and_resolve_to_the_preset_with_overrides():
     assert c.data.sources[0].type == "shapes"
     v = load_run_config(TINY_VAE)
     assert v.objective == "vae" and v.model.resolve().latent_channels == 4
+
+
+@pytest.mark.parametrize("name", ["default-vae", "default-vae-4x", "default-t2v"])
+def test_shipped_configs_resolve_to_the_geometry_their_comments_state(name):
+    config = load_run_config(CONFIGS / f"{name}.toml")
+    net = config.model.resolve()
+    if name.startswith("default-vae"):
+        factor = 4 if name.endswith("4x") else 8
+        assert (net.spatial_factor, net.temporal_factor, net.latent_channels) == (factor, 4, 16)
+        assert net.coarse_path and config.objective == "vae"
+    else:
+        assert config.objective == "diffusion" and net.cond_channels == net.in_channels + 1
+        assert config.data.frames == 17 and (config.data.height, config.data.width) == (64, 64)
 
 
 def test_resolved_config_round_trips_through_json_and_names_every_model_field(tmp_path):

@@ -10,8 +10,9 @@ from pathlib import Path
 from kinema.train.config import RunConfig, load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_DIT = ROOT / "configs" / "tiny-dit.toml"
-TINY_VAE = ROOT / "configs" / "tiny-vae.toml"
+CONFIGS = ROOT / "configs"
+TINY_DIT = CONFIGS / "tiny-dit.toml"
+TINY_VAE = CONFIGS / "tiny-vae.toml"
 
 # `kinema train ...` in a fresh process, whether or not the lead has registered the command yet.
 RUNNER = (
