@@ -7,8 +7,10 @@ import json
 import pytest
 
 import kinema.cli
+from kinema.checkpoint import load_config
 from kinema.config import ConfigError
 from kinema.models.dit import PRESETS as DIT_PRESETS
+from kinema.models.vae3d import VAE3DConfig
 from kinema.train.config import RunConfig, apply_overrides, load_run_config, parse_value
 from train_utils import CONFIGS, TINY_DIT, TINY_VAE
 
@@ -35,6 +37,10 @@ def test_shipped_configs_resolve_to_the_geometry_their_comments_state(name):
     else:
         assert config.objective == "diffusion" and net.cond_channels == net.in_channels + 1
         assert config.data.frames == 17 and (config.data.height, config.data.width) == (64, 64)
+        # the VAE it names is the shipped one: (16, 5, 16, 16) latents, 5 x 4 x 4 = 80 tokens
+        vae = load_config(CONFIGS.parent / config.diffusion.vae, VAE3DConfig)
+        assert (vae.latent_channels, vae.latent_frames(17), 64 // vae.spatial_factor) == (16, 5, 16)
+        assert net.patch_size == (1, 4, 4) and net.in_channels == vae.latent_channels
 
 
 def test_resolved_config_round_trips_through_json_and_names_every_model_field(tmp_path):

@@ -158,6 +158,21 @@ def test_release_keeps_only_the_ema_weights_and_generates_the_same(vae_run, tmp_
     b = text_to_video(rel_pipe, [""], frames=5, size=(16, 16))
     assert torch.equal(a, b)
 
+    # Half-width storage: float16 on disk, float32 modules after loading, the same clip
+    # within float16's rounding; the VAE is copied untouched.
+    export_main([str(final), str(tmp_path / "half"), "steps=3", "sampler=heun", "dtype=float16"])
+    stored = load_tensors(tmp_path / "half" / "model.safetensors")
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    assert (tmp_path / "half" / "model.safetensors").stat().st_size < 0.6 * (release / "model.safetensors").stat().st_size
+    half_pipe = Pipeline.load(tmp_path / "half")
+    assert all(p.dtype == torch.float32 for p in half_pipe.net.parameters())
+    assert all(torch.equal(x, y) for x, y in zip(half_pipe.vae.state_dict().values(), rel_pipe.vae.state_dict().values()))
+    c = text_to_video(half_pipe, [""], frames=5, size=(16, 16))
+    assert not torch.equal(b, c) and (b - c).abs().max() < 0.05
+    with pytest.raises(KinemaError, match="release dtype must be one of float32, float16, not 'int8'"):
+        export_main([str(final), str(tmp_path / "bad"), "dtype=int8"])
+    assert not (tmp_path / "bad").exists()
+
 
 def test_wrong_channels_or_text_width_are_clear_errors(tmp_path):
     with pytest.raises(KinemaError, match="in_channels is 4 but the data has 3 pixel channels"):

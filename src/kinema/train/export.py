@@ -20,6 +20,7 @@ import torch
 
 from kinema.checkpoint import save_component
 from kinema.config import Config
+from kinema.errors import KinemaError
 from kinema.fileio import atomic_dir
 from kinema.pipeline import PIPELINE_FILE, VAE_DIR, Pipeline, PipelineConfig
 
@@ -42,18 +43,28 @@ def export_pipeline(
     return path
 
 
-def release_pipeline(source: Path, dest: Path, **defaults) -> Path:
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def release_pipeline(source: Path, dest: Path, *, dtype: str = "float32", **defaults) -> Path:
     """A shippable copy of a pipeline dir: the EMA weights become the only weights.
 
     A run's final dir keeps both the raw and the EMA weights (training may go on from it);
-    a release keeps what inference loads, half the size. `defaults` overrides model.json's
-    sampling defaults (steps, sampler, guidance), e.g. with the settings a benchmark chose.
-    The source is loaded and checked first, and dest appears whole or not at all.
+    a release keeps what inference loads, half the size. `dtype="float16"` stores the
+    denoiser's floating-point tensors at half width again (they load back into float32
+    modules; the VAE stays float32): the shipped default model must stay small. `defaults`
+    overrides model.json's sampling defaults (steps, sampler, guidance), e.g. with the
+    settings a benchmark chose. The source is loaded and checked first, and dest appears
+    whole or not at all.
     """
+    if dtype not in STORAGE_DTYPES:
+        raise KinemaError(f"release dtype must be one of {', '.join(STORAGE_DTYPES)}, not {dtype!r}")
+    store = STORAGE_DTYPES[dtype]
     pipe = Pipeline.load(source, ema=True)
     config = pipe.config.replace(denoiser=".", vae=VAE_DIR if pipe.vae is not None else None, **defaults)
+    weights = {k: v.to(store) if v.is_floating_point() else v for k, v in pipe.net.state_dict().items()}
     with atomic_dir(Path(dest)) as tmp:
-        save_component(tmp, pipe.net.config, pipe.net.state_dict())
+        save_component(tmp, pipe.net.config, weights)
         if pipe.vae is not None:
             save_component(tmp / VAE_DIR, pipe.vae.config, pipe.vae.state_dict())
         (tmp / PIPELINE_FILE).write_text(config.to_json(), encoding="utf-8")
@@ -61,14 +72,18 @@ def release_pipeline(source: Path, dest: Path, **defaults) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """python -m kinema.train.export SOURCE DEST [key=value ...]: write a release copy."""
+    """python -m kinema.train.export SOURCE DEST [key=value ...]: write a release copy.
+
+    Keys: steps, sampler, guidance (model.json's sampling defaults) and dtype (float32 or
+    float16, how the denoiser's weights are stored).
+    """
     import json
     import sys
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 2:
-        raise SystemExit("usage: python -m kinema.train.export SOURCE DEST [steps=N sampler=NAME guidance=G]")
-    defaults = {k: json.loads(v) if k != "sampler" else v for k, v in (a.split("=", 1) for a in args[2:])}
+        raise SystemExit("usage: python -m kinema.train.export SOURCE DEST [steps=N sampler=NAME guidance=G dtype=float16]")
+    defaults = {k: json.loads(v) if k not in ("sampler", "dtype") else v for k, v in (a.split("=", 1) for a in args[2:])}
     print(release_pipeline(Path(args[0]), Path(args[1]), **defaults))
 
 
