@@ -30,7 +30,9 @@ def test_generate_writes_a_clip_that_passes_the_judge(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["generate", "a photo of a cat", "-o", "x.mp4"], "only Shapes captions"),
+        (["generate", CAPTION, "-o", "x.mp4", "--model", "no-such-dir"], "model directory not found"),
+        (["generate", CAPTION, "-o", "x.mp4", "--sampler", "rk9"], "unknown sampler"),
+        (["generate", CAPTION, "-o", "x.mp4", "--steps", "0"], "positive integer"),
         (["generate", CAPTION, "-o", "clip.xyz"], "unsupported"),
         (["generate", CAPTION, "-o", "c.mp4", "--size", "64by64"], "expected HxW"),
         (["generate", CAPTION, "-o", "c.mp4", "--frames", "-3"], "positive integer"),

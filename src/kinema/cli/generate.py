@@ -5,18 +5,14 @@
 
 With --image, the clip starts from that image (image-to-video).
 
-With no --model it uses the default pipeline shipped inside the package. The same seed
-gives the same clip. Unset options take the pipeline's own defaults (model.json).
-
-While no default model is installed (a checkout before the first training run), a Shapes
-caption is answered with the Shapes world's ground truth, and said so on stderr; anything
-else is refused rather than answered with something that is not a model's output.
+With no --model it uses the default pipeline shipped inside the package (trained on the
+Shapes world: configs/default-t2v.toml). The same seed gives the same clip. Unset options
+take the pipeline's own defaults (model.json).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from kinema.cli.arguments import parse_size, positive_int
 from kinema.cli.clip_tasks import add_sampling_options
@@ -37,12 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _generate(args: argparse.Namespace) -> int:
     from kinema.media import check_output_path
-    from kinema.pipeline import PIPELINE_FILE
     from kinema.weights import DEFAULT_PIPELINE_DIR
 
     check_output_path(args.out)  # fail before any loading
-    if args.model is None and not (DEFAULT_PIPELINE_DIR / PIPELINE_FILE).is_file():
-        return _ground_truth(args)
 
     import torch
 
@@ -70,18 +63,3 @@ def _generate(args: argparse.Namespace) -> int:
     print(write_video(args.out, video[0], fps=pipe.config.fps))
     return 0
 
-
-def _ground_truth(args: argparse.Namespace) -> int:
-    from kinema.errors import KinemaError
-    from kinema.media import write_video
-    from kinema.world.render import render
-    from kinema.world.scene import CaptionError, parse_caption
-
-    try:
-        scene = parse_caption(args.prompt)
-    except CaptionError as e:
-        raise KinemaError(f"no trained model is installed yet, so only Shapes captions can be rendered ({e})") from None
-    print("kinema: no trained model is installed yet; writing the Shapes world's ground truth", file=sys.stderr)
-    rendering = render(scene, frames=args.frames or 17, size=args.size or (64, 64), rng=args.seed)
-    print(write_video(args.out, rendering.video, fps=8))
-    return 0
