@@ -41,9 +41,9 @@ def test_clean_clips_pass():
     assert [r.problems for r in verdicts if not r.clean] == []
 
 
-# Faults caught in >= 95% of real windows at full strength (docs/QA_GATE.md); dropped frames and
-# morphs are reliable on Shapes clips only.
-RELIABLE_ON_REAL = ("flicker", "frozen", "cut", "noise", "color_drift")
+# Faults caught in >= 95% of real windows at full strength (docs/QA_GATE.md); dropped frames are
+# reliable on Shapes clips only (in real windows the removed frames often hold too little motion).
+RELIABLE_ON_REAL = ("flicker", "frozen", "cut", "noise", "color_drift", "morph")
 
 
 @pytest.mark.parametrize("kind", FAULT_KINDS)
@@ -57,6 +57,42 @@ def test_each_fault_at_full_strength_is_caught_and_named(kind):
         assert top.kind == kind, f"{kind} named {top.message()}"
         if kind != "color_drift":  # a drift spans the clip; the others are local
             assert set(top.frames) & set(range(min(info["frames"]) - 1, max(info["frames"]) + 2))
+
+
+def test_dropped_frames_are_found_at_the_jump():
+    clip = shapes(1, frames=33)
+    assert check(clip).clean
+    faulty = np.delete(clip, [12, 13, 14, 15], axis=0)  # frame 11 is now followed by frame 16
+    result = check(faulty)
+    assert [(p.kind, p.frames) for p in result.problems] == [("dropped", [11, 12])]
+    assert result.statistics["dropped"].argmax() == 11
+
+
+def test_repeated_drops_are_each_found():
+    # two equal jumps do not hide each other: each is far above DROPPED_ABSOLUTE
+    clip = shapes(2, frames=33)
+    faulty = np.delete(clip, [8, 9, 10, 11, 20, 21, 22, 23], axis=0)  # jumps 7 -> 8 and 15 -> 16
+    result = check(faulty)
+    assert sorted(p.frames for p in result.problems if p.kind == "dropped") == [[7, 8], [15, 16]]
+    assert {p.kind for p in result.problems} == {"dropped"}
+
+
+def test_an_uneven_cadence_is_not_a_dropped_frame():
+    # a clip that alternates slow and fast frames (1 and 2 steps of motion): every other
+    # transition jumps by 2, none stands out
+    clip = shapes(3, frames=49)
+    steps = np.cumsum([0] + [1, 2] * 8)
+    result = check(clip[steps])
+    assert [p for p in result.problems if p.kind == "dropped"] == []
+
+
+def test_a_local_morph_is_named_morph_at_its_frames():
+    clip = shapes(11)
+    faulty, info = inject(clip, "morph", 1.0, np.random.default_rng(5))
+    result = check(faulty)
+    assert result.problems and result.problems[0].kind == "morph"
+    assert set(result.problems[0].frames) >= set(info["frames"])  # the two warped frames
+    assert result.statistics["morph"].shape == (len(clip) - 1,)
 
 
 def test_frozen_frames_are_found_at_their_indices():

@@ -63,7 +63,7 @@ def test_shapes_follow_the_documented_layout():
     expected = {"frame_diff": (t - 1,), "flicker": (t,), "warp_error": (t - 1,), "flow_magnitude": (t - 1,),
                 "flow_accel": (t - 2,), "color_mean": (t, 3), "accel_peak": (t - 2,), "noise_level": (t,),
                 "occluded_fraction": (t - 1,), "moving_fraction": (t - 1,), "color_residual": (t - 1, 3),
-                "warp_error_all": (t - 1,), "reversal_peak": (t - 3,)}
+                "warp_error_all": (t - 1,), "morph_peak": (t - 1,)}
     for name, shape in expected.items():
         assert getattr(m, name).shape == shape, name
         assert getattr(m, name).dtype == np.float64, name
@@ -146,3 +146,36 @@ def test_farneback_metrics_agree_with_dis_on_a_translation():
     assert isinstance(farneback, TemporalMetrics)
     assert np.allclose(dis.flow_magnitude, farneback.flow_magnitude, atol=0.5)
     assert farneback.warp_error.max() < 0.02
+
+
+def bump_warp(frame: np.ndarray, center: tuple[int, int], amplitude: float, sigma: float) -> np.ndarray:
+    """frame warped by a Gaussian bump displacement of `amplitude` px along x around `center` (x, y)."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    bump = amplitude * np.exp(-((xs - center[0]) ** 2 + (ys - center[1]) ** 2) / (2 * sigma**2))
+    return cv2.remap(frame, xs - bump, ys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def test_morph_peak_finds_a_local_there_and_back_warp_of_two_frames():
+    clip = translating_clip(frames=11, step=(1, 0))
+    calm = temporal_metrics(clip).morph_peak
+    warped = clip.copy()
+    for i in (5, 6):  # frames 5 and 6 carry a local displacement of 6 px that frame 7 undoes
+        warped[i] = bump_warp(clip[i], (32, 32), 6.0, 6.0)
+    m = temporal_metrics(warped)
+    assert m.morph_peak.shape == (10,)
+    assert m.morph_peak[[0, 1, -2, -1]].tolist() == [0.0] * 4  # five transitions are needed around a position
+    assert int(np.argmax(m.morph_peak)) == 5  # the transition between the two warped frames
+    assert m.morph_peak[5] > 0.02  # 6 px is 0.094 of the 64 px short side; the flow and the penalties keep part
+    assert calm.max() < 0.005  # steady translation: no there-and-back anywhere
+
+
+def test_morph_peak_ignores_an_uneven_cadence():
+    # alternating slow and fast transitions (1 px, 4 px): velocity residuals repeat with one sign
+    # (e_0 = e_2), not there and back, so nothing is reported
+    big = texture(140)
+    offsets = np.cumsum([0] + [1, 4] * 5)
+    clip = np.stack([big[30:94, 10 + o: 74 + o] for o in offsets])
+    assert temporal_metrics(clip).morph_peak.max() < 0.005

@@ -13,6 +13,23 @@ forward-backward, |B_t(x) + F_t(x + B_t(x))|^2 < 0.01 (|B_t|^2 + |F_t(x + B_t)|^
 (Sundaram et al. 2010, "Dense point trajectories by GPU-accelerated large displacement
 optical flow", eq. 5; the occlusion test of Lai et al. 2018's warping error), and x + B_t(x)
 lies inside the frame. Each metric's meaning and range is in METRIC_DOCS.
+
+morph_peak follows each pixel of frame t along the flows over five transitions t-2 .. t+2
+(velocities u_-1, u_0, u_1, u_2, u_3 along its trajectory) and looks for a local displacement
+d added to frames t and t+1 only: the velocity residuals of linear interpolation,
+e_0 = u_0 - (u_-1 + u_1) / 2 and e_2 = u_2 - (u_1 + u_3) / 2, are then +d and -d (there and
+exactly back), while e_1 = u_1 - (u_-1 + u_3) / 2, the symmetric part (e_0 + e_2) / 2 and
+u_-1 - u_3 stay 0. Smooth motion at any speed leaves all of them near 0; a steady uneven
+cadence (alternating slow and fast transitions) gives e_0 = e_2, not e_0 = -e_2; real
+back-and-forth motion (pedalling legs) gives a slowly turning velocity whose residuals are a
+small share of it. The fields are averaged over a Gaussian neighbourhood (sigma
+MORPH_BLUR x short side) weighted by texture and forward-backward consistency (a flow is
+observed only where there is texture, and is unreliable where it fails the check), and the
+score is |there-and-back| minus what a morph does not have (MORPH_PENALTY x |e_1|, the
+symmetric part, |u_-1 - u_3|) minus MORPH_SPEED x the local speed (flow error grows with it),
+times the local share of consistent pixels (fast, motion-blurred content fails the check
+and its flow is no evidence). Velocities are taken relative to each field's median over the
+frame (the camera's motion), and the peak over the frame is reported.
 """
 
 from __future__ import annotations
@@ -34,6 +51,10 @@ LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luma weights, as cv2.cvtC
 DUPLICATE_DIFF = 0.15 / 255
 ACCEL_BLUR = 0.05  # accel_peak averages acceleration over a Gaussian of this * short side
 MOVING_PX = 0.5  # a pixel moves if its flow exceeds this many analysis pixels per frame
+MORPH_BLUR = 0.05  # morph_peak averages over a Gaussian of this * short side
+MORPH_TEXTURE = 0.02  # luma gradient (0..1 per pixel) at which a pixel's flow counts half in morph_peak
+MORPH_PENALTY = 0.5  # weight of the middle transition's residual |e_1| in morph_peak (see the docstring)
+MORPH_SPEED = 0.5  # weight of the local speed (relative to the frame's median motion) in morph_peak
 
 METRIC_DOCS: dict[str, str] = {
     "frame_diff": "per transition: mean |frame_{t+1} - frame_t| over pixels and RGB channels, in [0, 1]",
@@ -53,11 +74,12 @@ METRIC_DOCS: dict[str, str] = {
         "over a Gaussian neighbourhood (sigma 5% of the short side), as a fraction of the short side, >= 0; "
         "a local morph shows here"
     ),
-    "reversal_peak": (
-        "per three transitions t..t+3: peak of the trajectory's path length minus its net displacement "
-        "(0 for straight motion at any speed, 2|d| for a there-and-back displacement d), minus its median, "
-        "averaged over a Gaussian neighbourhood (sigma 5% of the short side), as a fraction of the short side, "
-        ">= 0; a local morph that comes and goes shows here"
+    "morph_peak": (
+        "per transition t: peak over the frame of a local there-and-back displacement d added to frames t and "
+        "t+1 only (velocity residuals +d, then -d, along the trajectories over transitions t-2..t+2), less the "
+        "residuals a morph does not leave and half the local speed, averaged over a texture-weighted Gaussian "
+        "neighbourhood (sigma 5% of the short side), as a fraction of the short side, >= 0; 0 for the first "
+        "two and last two transitions; a local morph of two frames shows here (see the module docstring)"
     ),
     "noise_level": (
         "per frame: Immerkaer (1996) fast noise estimate sigma of the analysis luma, in [0, 1] "
@@ -230,6 +252,61 @@ def _coherent_peak(change: np.ndarray, ok: np.ndarray) -> float:
     return float(np.linalg.norm(mean, axis=-1)[den > 0.25].max(initial=0.0))
 
 
+def _texture_weight(gray: np.ndarray) -> np.ndarray:
+    """(h, w) float32 in [0, 1): g^2 / (g^2 + MORPH_TEXTURE^2), g the luma gradient length (0..1
+    per pixel, 3x3 Sobel / 8): where a displacement can be seen at all."""
+    cv2 = _cv2()
+    luma = gray.astype(np.float32) / 255.0
+    gx = cv2.Sobel(luma, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(luma, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    energy = gx * gx + gy * gy
+    return energy / (energy + MORPH_TEXTURE**2)
+
+
+def _morph_peaks(forward: list[np.ndarray], backward: list[np.ndarray], forward_ok: list[np.ndarray],
+                 gray: list[np.ndarray], grid: np.ndarray) -> np.ndarray:
+    """morph_peak (T-1,) from the flows of every transition: forward[t] (t -> t+1, on frame t's
+    grid), backward[t] (t+1 -> t, on frame t+1's grid), forward_ok[t] their consistency on
+    frame t, gray the analysis luma frames (see the module docstring)."""
+    cv2 = _cv2()
+    n = len(forward)
+    h, w = grid.shape[:2]
+    out = np.zeros(n)
+    if n < 5:
+        return out
+    # the neighbourhood average runs at half resolution (the Gaussian is >= 5% of the short side wide)
+    half = (w // 2, h // 2)  # cv2 takes (W, H); an exact 2x2 area average (any number of channels)
+    sigma = MORPH_BLUR * min(h, w) / 2.0
+    ones = np.ones((half[1], half[0]), np.float32)
+    inside = cv2.GaussianBlur(ones, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT) > 0.25  # away from the border
+    for i in range(2, n - 2):
+        u1 = forward[i]  # velocities along the trajectory through pixel x of frame i
+        u2 = _remap(forward[i + 1], u1, grid)
+        u3 = _remap(forward[i + 2], u1 + u2, grid)
+        u0 = -backward[i - 1]
+        um1 = -_remap(backward[i - 2], backward[i - 1], grid)
+        e0, e2 = u0 - (um1 + u1) / 2, u2 - (u1 + u3) / 2
+        fields = [(e0 - e2) / 2, (e0 + e2) / 2, u1 - (um1 + u3) / 2, um1 - u3, u1, um1, u3]  # 7 x (h, w, 2)
+        stack = np.concatenate([f - np.median(f[::2, ::2].reshape(-1, 2), axis=0) for f in fields], axis=-1)
+        weight = _texture_weight(gray[i]) * forward_ok[i]
+        if weight.mean() < 1e-3:
+            weight = np.ones_like(weight)
+        both = np.concatenate([stack * weight[..., None], forward_ok[i][..., None].astype(np.float32),
+                               weight[..., None]], axis=-1)
+        both = np.ascontiguousarray(both[: 2 * half[1], : 2 * half[0]])
+        both = cv2.GaussianBlur(cv2.resize(both, half, interpolation=cv2.INTER_AREA), (0, 0), sigma,
+                                borderType=cv2.BORDER_CONSTANT)
+        mean = both[..., :-2] / np.maximum(both[..., -1:], 1e-6)
+        consistent = both[..., -2]  # local share of forward-backward consistent pixels
+        there_back, same, middle, outer, s1, sm1, s3 = (np.hypot(mean[..., 2 * k], mean[..., 2 * k + 1])
+                                                        for k in range(7))
+        score = (there_back - same - MORPH_PENALTY * middle - outer
+                 - MORPH_SPEED * np.maximum(np.maximum(s1, sm1), s3))
+        score = score * consistent  # fast, blurred motion fails the consistency check: its flow is not evidence
+        out[i] = max(0.0, float(score[inside].max(initial=0.0))) / min(h, w)
+    return out
+
+
 def _analysis_copy(frames: np.ndarray) -> tuple[np.ndarray, float]:
     """float32 (T, h, w, 3) in [0, 1] with long side <= ANALYSIS_LONG_SIDE, and the scale h / H."""
     t, h, w, _ = frames.shape
@@ -258,7 +335,7 @@ class TemporalMetrics:
     moving_fraction: np.ndarray  # (T-1,)
     color_residual: np.ndarray  # (T-1, 3)
     warp_error_all: np.ndarray  # (T-1,)
-    reversal_peak: np.ndarray  # (T-3,)
+    morph_peak: np.ndarray  # (T-1,), 0 at the first two and last two transitions
     drift_stats: dict[str, float] = field(default_factory=dict)  # drift(frames)
 
     def compensated_color_drift(self, skip: np.ndarray | None = None, segments: int = 4) -> float:
@@ -297,11 +374,11 @@ class TemporalMetrics:
         }
 
     def per_frame(self) -> dict[str, np.ndarray]:
-        """The series the QA gate reads, for plots: name -> (T,), (T-1,), (T-2,) or (T-3,) array
-        (see the field comments); color_mean (T, 3) has one column per RGB channel. The other
-        fields are series too."""
+        """The series the QA gate reads, for plots: name -> (T,), (T-1,) or (T-2,) array (see the
+        field comments); color_mean (T, 3) has one column per RGB channel. The other fields are
+        series too."""
         names = ("frame_diff", "flicker", "warp_error", "warp_error_all", "flow_magnitude", "flow_accel",
-                 "reversal_peak", "noise_level", "color_mean")
+                 "morph_peak", "noise_level", "color_mean")
         return {n: getattr(self, n) for n in names}
 
 
@@ -317,7 +394,7 @@ def temporal_metrics(frames: np.ndarray, *, flow: str = "dis") -> TemporalMetric
     luma = rgb @ LUMA.astype(np.float32)  # (T, h, w)
     grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), axis=-1)  # (h, w, 2)
 
-    forward, forward_ok = [], []
+    forward, backward, forward_ok = [], [], []
     warp_error, warp_error_all, occluded, moving = (np.zeros(t - 1) for _ in range(4))
     color_residual = np.zeros((t - 1, 3))
     for i in range(t - 1):
@@ -325,6 +402,7 @@ def temporal_metrics(frames: np.ndarray, *, flow: str = "dis") -> TemporalMetric
         bwd = optical_flow(gray[i + 1], gray[i], flow)  # (h, w, 2) on frame i+1's grid
         visible = _consistent(bwd, _remap(fwd, bwd, grid), grid)  # (h, w) on frame i+1
         forward.append(fwd)
+        backward.append(bwd)
         forward_ok.append(_consistent(fwd, _remap(bwd, fwd, grid), grid))  # (h, w) on frame i
         warped = _remap(rgb[i], bwd, grid)  # frame i seen from frame i+1: (h, w, 3)
         diff = rgb[i + 1] - warped
@@ -343,17 +421,7 @@ def temporal_metrics(frames: np.ndarray, *, flow: str = "dis") -> TemporalMetric
         accel[i] = np.linalg.norm(change[ok], axis=-1).mean() / scale
         accel_peak[i] = _coherent_peak(change, ok) / min(h, w)
 
-    reversal_peak = np.zeros(max(t - 3, 0))
-    for i in range(t - 3):
-        # follow each pixel of frame i over three transitions; the path's excess over the net
-        # displacement is 0 for straight motion at any speed and 2|d| for a there-and-back d
-        steps = [forward[i]]
-        for j in (i + 1, i + 2):
-            steps.append(_remap(forward[j], sum(steps), grid))  # F_j at the point reached so far
-        path = sum(np.linalg.norm(step, axis=-1) for step in steps)
-        excess = path - np.linalg.norm(sum(steps), axis=-1)  # (h, w) >= 0
-        ok = forward_ok[i] if forward_ok[i].mean() >= 0.01 else np.ones((h, w), dtype=bool)
-        reversal_peak[i] = _coherent_peak(excess[..., None], ok) / min(h, w)
+    morph_peak = _morph_peaks(forward, backward, forward_ok, gray, grid)
     r = color_residual @ LUMA  # (T-1,) signed luma change after motion compensation
     flicker = np.zeros(t)
     flicker[1:-1] = np.abs(r[:-1] - r[1:]) / 2.0
@@ -372,6 +440,6 @@ def temporal_metrics(frames: np.ndarray, *, flow: str = "dis") -> TemporalMetric
         moving_fraction=moving,
         color_residual=color_residual,
         warp_error_all=warp_error_all,
-        reversal_peak=reversal_peak,
+        morph_peak=morph_peak,
         drift_stats=_drift_of(rgb, 4),
     )
