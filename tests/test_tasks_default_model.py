@@ -1,0 +1,99 @@
+"""The issue's ground-truth criteria for the known-content tasks, on the shipped default model.
+
+A small seeded subset of bench/tasks_shapes.py (same clips, same measurements: its
+docstring says what each figure means): two rendered Shapes clips per criterion, the
+"trained" method (the default's), 10 sampling steps. Thresholds are the issue's:
+
+- prediction from 5 frames: >= 80% of predicted frames within 2 px of the true trajectory;
+- interpolation between a clip's first and last frames: >= 80% of the generated frames
+  within 2 px of the true trajectory (the issue says "within 2 px"; the 80% is ours, as for
+  prediction);
+- image-to-video: first frame >= 30 dB PSNR against the image, and the judge passes the clip;
+- inpainting (object removal): >= 40 dB PSNR outside the region against the input;
+- editing (colour word changed, strength 0.7): the judge passes the clip for the new caption;
+- long video (extend from 5 frames to 41): every chunk boundary crossed while the object is
+  inside the canvas departs by <= 2 px from the expected per-frame displacement.
+
+Every test is skipped until src/kinema/weights/default/model.json exists.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kinema.weights import DEFAULT_PIPELINE_DIR
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import tasks_shapes as bench  # noqa: E402
+
+MODEL_JSON = DEFAULT_PIPELINE_DIR / "model.json"
+pytestmark = [
+    pytest.mark.skipif(not MODEL_JSON.is_file(),
+                       reason=f"the default model is not trained yet: {MODEL_JSON} does not exist"),
+    pytest.mark.slow,
+]
+
+CLIPS = 2
+STEPS = 10
+SEED = 0
+METHOD = "trained"
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from kinema.pipeline import Pipeline
+
+    return Pipeline.load(DEFAULT_PIPELINE_DIR)
+
+
+def clips(pipe, entry: bool = False):
+    c = pipe.config
+    return bench.shapes_clips(CLIPS, SEED, frames=c.frames, size=(c.height, c.width), entry=entry)
+
+
+def run(pipe, task: str, method: str | None = METHOD, **options):
+    return bench.run_task(pipe, task, clips(pipe, entry=task == "long"), method, steps=STEPS, seed=SEED, **options)
+
+
+def show(rows) -> str:
+    return "; ".join(", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items())
+                     for r in rows)
+
+
+def test_prediction_stays_on_the_true_trajectory(pipe):
+    rows = run(pipe, "predict", context=5)
+    within = float(np.mean([r["within_2px"] for r in rows]))
+    assert within >= 0.80, f"{within:.0%} of predicted frames within 2 px (need 80%): {show(rows)}"
+
+
+def test_interpolation_stays_on_the_true_trajectory(pipe):
+    rows = run(pipe, "interpolate")
+    within = float(np.mean([r["within_2px"] for r in rows]))
+    assert within >= 0.80, f"{within:.0%} of generated frames within 2 px (need 80%): {show(rows)}"
+
+
+def test_image_to_video_keeps_the_image_and_passes_the_judge(pipe):
+    rows = run(pipe, "i2v")
+    assert all(r["first_psnr_db"] >= 30.0 for r in rows), f"first frame below 30 dB: {show(rows)}"
+    assert all(r["judge_pass"] == 1.0 for r in rows), f"the judge fails a clip for its caption: {show(rows)}"
+
+
+def test_inpainting_keeps_the_pixels_outside_the_region(pipe):
+    rows = run(pipe, "inpaint")
+    assert all(r["psnr_outside_db"] >= 40.0 for r in rows), f"outside the region below 40 dB: {show(rows)}"
+
+
+def test_editing_changes_the_colour_under_the_judge(pipe):
+    rows = run(pipe, "edit", method=None, strength=0.7)
+    assert all(r["judge_pass"] == 1.0 for r in rows), f"the judge fails an edited clip's new caption: {show(rows)}"
+
+
+def test_long_video_keeps_its_velocity_across_chunk_boundaries(pipe):
+    rows = run(pipe, "long", context=5, long_frames=41)
+    assert all(r["boundaries"] >= 1 for r in rows), f"no chunk boundary measurable (object not found): {show(rows)}"
+    worst = max(r["boundary_jump_px"] for r in rows)
+    assert worst <= 2.0, f"a chunk boundary jumps {worst:.2f} px beyond the expected displacement: {show(rows)}"
