@@ -26,7 +26,7 @@ def test_tiny_configs_parse_and_resolve_to_the_preset_with_overrides():
     assert v.objective == "vae" and v.model.resolve().latent_channels == 4
 
 
-@pytest.mark.parametrize("name", ["default-vae", "default-vae-4x", "default-t2v"])
+@pytest.mark.parametrize("name", ["default-vae", "default-vae-4x", "default-t2v", "t2v-dit-4x"])
 def test_shipped_configs_resolve_to_the_geometry_their_comments_state(name):
     config = load_run_config(CONFIGS / f"{name}.toml")
     net = config.model.resolve()
@@ -37,10 +37,15 @@ def test_shipped_configs_resolve_to_the_geometry_their_comments_state(name):
     else:
         assert config.objective == "diffusion" and net.cond_channels == net.in_channels + 1
         assert config.data.frames == 17 and (config.data.height, config.data.width) == (64, 64)
-        # the VAE it names is the shipped one: (16, 5, 16, 16) latents, 5 x 4 x 4 = 80 tokens
+        # the VAE it names is the shipped one: (16, 5, 16, 16) latents
         vae = load_config(CONFIGS.parent / config.diffusion.vae, VAE3DConfig)
         assert (vae.latent_channels, vae.latent_frames(17), 64 // vae.spatial_factor) == (16, 5, 16)
-        assert net.patch_size == (1, 4, 4) and net.in_channels == vae.latent_channels
+        assert net.in_channels == vae.latent_channels
+        if config.model.family == "dit":  # 5 x 4 x 4 = 80 tokens
+            assert name == "t2v-dit-4x" and net.patch_size == (1, 4, 4)
+        else:  # the default: a U-Net at the latents' resolution, attention at 8x8 and 4x4
+            assert name == "default-t2v" and config.model.family == "unet3d"
+            assert net.levels == 3 and tuple(net.attention_levels) == (1, 2)
 
 
 def test_resolved_config_round_trips_through_json_and_names_every_model_field(tmp_path):
