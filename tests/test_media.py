@@ -379,9 +379,14 @@ def test_video_writer_chunks_equal_write_video_of_concatenation(tmp_path):
         assert streamed.shape == whole.shape == clip.shape
         if ext != ".mp4":
             np.testing.assert_array_equal(streamed, whole)
-        else:  # x264 gave bit-identical files in most runs, but not in every run on a busy CI
-            diff = np.abs(streamed.astype(np.int16) - whole.astype(np.int16))
-            assert diff.mean() < 1.0, f"streamed and whole mp4 differ by {diff.mean():.2f} on average"
+        else:  # x264 gave bit-identical files in most runs, but not in every run on a busy CI:
+            # every streamed frame is as close to its source frame as the whole write's is
+            def frame_psnr(a):
+                mse = ((a.astype(np.float64) - clip) ** 2).mean(axis=(1, 2, 3))
+                return 10 * np.log10(255.0**2 / mse)
+
+            s, w = frame_psnr(streamed), frame_psnr(whole)
+            assert s.min() > 33 and np.abs(s - w).max() < 1.5, f"per-frame PSNR streamed {s}, whole {w}"
 
 
 def test_png_dir_writer_puts_frames_on_disk_per_chunk(tmp_path):
