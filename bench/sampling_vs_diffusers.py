@@ -4,8 +4,9 @@ Issue "Benchmarks: kinema against diffusers and video-diffusion-pytorch": diffus
 most of a tiny Wan-style clip in its fp32 decode; target: kinema >= 1.5x diffusers end to
 end (sampling + VAE decode) at an equal number of denoiser evaluations.
 
-Both sides run the same network with the same weights: the default model's DiT geometry
-(configs/default-t2v.toml: dim 256, 8 blocks, 4 heads, patch (1, 4, 4), 384-wide text) as
+Both sides run the same network with the same weights: the kinema video DiT geometry
+(configs/t2v-dit-4x.toml: dim 256, 8 blocks, 4 heads, patch (1, 4, 4), 384-wide text; the
+default model itself is a 3D U-Net since 2026-12-02, which diffusers has no counterpart of) as
 diffusers' `WanTransformer3DModel` and as kinema's `VideoDiT`, loaded from the Wan model's
 state dict through `DIFFUSERS_RENAMES` (as tests/test_dit.py does). The weights are random
 (no trained default DiT is shipped; time does not depend on the values). The default
@@ -137,7 +138,7 @@ def summary(xs: list[float]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/default-t2v.toml", help="run config whose [model] is benchmarked")
+    parser.add_argument("--config", default="configs/t2v-dit-4x.toml", help="run config whose [model] is benchmarked")
     parser.add_argument("--steps", type=int, default=20, help="sampler steps (2 denoiser evaluations each)")
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--frames", type=int, default=17)

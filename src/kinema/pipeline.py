@@ -8,7 +8,9 @@ On disk it is a pipeline dir (written by training's export, see kinema.train.exp
     vae/config.json  vae/model.safetensors                the frozen VAE (latent models)
 
 Loading is strict and every problem is a one-line KinemaError (a missing or corrupt
-folder, a config that does not match its weights).
+folder, a config that does not match its weights). `precision` (kinema.precision) sets the
+dtype the denoiser network and the VAE's decoder compute in; weights are stored and loaded
+as float32 and cast once at load.
 """
 
 from __future__ import annotations
@@ -81,6 +83,11 @@ class Pipeline:
         return Denoiser(self.net, self.schedule, self.config.prediction)
 
     @property
+    def dtype(self) -> "torch.dtype":
+        """The dtype the denoiser network computes in (float32, or bfloat16 at precision bf16)."""
+        return next(self.net.parameters()).dtype
+
+    @property
     def latent_channels(self) -> int:
         return self.vae.config.latent_channels if self.vae is not None else 3
 
@@ -109,9 +116,16 @@ class Pipeline:
         return video.float().clamp(-1, 1)
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str = "cpu", ema: bool = True) -> "Pipeline":
+    def load(cls, path: str | Path, *, device: str = "cpu", ema: bool = True, precision: str | None = None) -> "Pipeline":
+        """Load a pipeline dir. precision: "fp32", "bf16", or "auto" (bf16 where the device runs
+        it fast, else fp32; see kinema.precision) for the network and the VAE's decoder; None
+        means kinema.precision.DEFAULT_PRECISION."""
         from kinema.models.registry import load_component_dir
+        from kinema.precision import DEFAULT_PRECISION, check_precision, resolve_precision
 
+        precision = DEFAULT_PRECISION if precision is None else precision
+
+        check_precision(precision)
         path = Path(path)
         if not path.is_dir():
             raise KinemaError(f"model directory not found: {path}")
@@ -125,11 +139,12 @@ class Pipeline:
         _, net = load_component_dir(path / config.denoiser, ema=ema)
         if net.config.kind != config.network:
             raise CheckpointError(f"{path}: model.json names a {config.network} network, its folder holds a {net.config.kind}")
+        dtype = resolve_precision(precision, device)
         vae = None
         if config.vae is not None:
             _, vae = load_component_dir(path / config.vae, ema=ema)
-            vae = vae.to(device).requires_grad_(False)
-        net = net.to(device).requires_grad_(False)
+            vae = vae.to(device).requires_grad_(False).decoder_to(dtype)
+        net = net.to(device=device, dtype=dtype).requires_grad_(False)
         text = None
         if config.text_encoder == "minilm":
             from kinema.models.text import MiniLMEncoder

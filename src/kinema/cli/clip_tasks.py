@@ -29,6 +29,16 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance", type=non_negative_float, help="classifier-free guidance scale (default: the model's)")
     parser.add_argument("--sampler", help="ddpm, ddim, euler, heun or dpmpp_2m (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same clip")
+    add_precision_option(parser)
+
+
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    """--precision: what Pipeline.load casts the network and the VAE's decoder to."""
+    from kinema.precision import DEFAULT_PRECISION, PRECISIONS  # no torch import
+
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                        help="network and VAE-decoder precision: auto (bf16 where this machine runs it fast), "
+                             f"bf16 or fp32 (default {DEFAULT_PRECISION})")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -96,7 +106,7 @@ def load_pipeline(args: argparse.Namespace):
         get_sampler(args.sampler)
     if getattr(args, "method", None) is not None:
         check_method(args.method)
-    return Pipeline.load(args.model or DEFAULT_PIPELINE_DIR)
+    return Pipeline.load(args.model or DEFAULT_PIPELINE_DIR, precision=args.precision)
 
 
 def notice(message: str) -> None:

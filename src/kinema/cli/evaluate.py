@@ -3,7 +3,8 @@
   kinema eval CLIP [--prompt P] [--reference REF] [--json] [--report DIR]
   kinema check CLIP [--json]
   kinema eval-model MODEL --prompts shapes:train|shapes:heldout|FILE --n N [--report DIR]
-                    [--steps S] [--guidance G] [--sampler NAME] [--seed N] [--batch-size B] [--json]
+                    [--steps S] [--guidance G] [--sampler NAME] [--seed N] [--batch-size B]
+                    [--precision auto|bf16|fp32] [--json]
 
 `eval` prints the clip's temporal metrics, its drift, PSNR/SSIM against a reference and,
 for a Shapes caption, the Shapes judgement; `--report` writes a page to look at. `check` is
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kinema.cli.arguments import non_negative_float, positive_int
+from kinema.cli.clip_tasks import add_precision_option
 
 EXIT_CLEAN, EXIT_PROBLEMS = 0, 1
 
@@ -55,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", help="ddpm, ddim, euler, heun or dpmpp_2m (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="clip k uses seed SEED + k (and picks the Shapes prompts)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="clips generated at once (default 8)")
+    add_precision_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--report", metavar="DIR", help="write index.html, pass_rates.png and clips.png into DIR")
     p.set_defaults(func=_eval_model)
@@ -222,11 +225,12 @@ def _eval_model(args: argparse.Namespace) -> int:
     prompts = load_prompts(args.prompts, args.n, args.seed)  # a bad set fails before the model loads
     if args.sampler is not None:
         get_sampler(args.sampler)
-    pipe = Pipeline.load(args.model)
+    pipe = Pipeline.load(args.model, precision=args.precision)
     progress = None if args.json else (lambda done, total: print(f"kinema: {done}/{total} clips", file=sys.stderr))
     result = evaluate_model(pipe, prompts, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
                             sampler=args.sampler, batch_size=args.batch_size, on_batch=progress)
-    result.settings = {"model": args.model, "prompt_set": args.prompts, **result.settings}
+    result.settings = {"model": args.model, "prompt_set": args.prompts, "precision": args.precision,
+                       **result.settings}
     report = None
     if args.report:
         from kinema.eval.report import write_model_report

@@ -90,6 +90,17 @@ def min_snr_weight(path: Path, kind: Prediction, sigma: Tensor, gamma: float) ->
     return torch.minimum(a * a, gamma * s * s) / k
 
 
+def _to_net_dtype(net: Any, x: Tensor, cond: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+    """x and the floating-point tensors of cond in the network's parameter dtype (a network
+    cast to bf16 for inference gets bf16 inputs; the sampler's state stays float32)."""
+    param = next(net.parameters(), None) if isinstance(net, nn.Module) else None  # any callable works
+    if param is None or not param.is_floating_point() or param.dtype == x.dtype:
+        return x, cond
+    dtype = param.dtype
+    cast = {k: v.to(dtype) if isinstance(v, Tensor) and v.is_floating_point() else v for k, v in cond.items()}
+    return x.to(dtype), cast
+
+
 class Denoiser(nn.Module):
     """D(x, sigma, **cond) -> x0_hat around a raw network net(x, t, **cond) -> prediction.
 
@@ -123,7 +134,9 @@ class Denoiser(nn.Module):
 
     def forward(self, x: Tensor, sigma: Tensor | float, **cond: Any) -> Tensor:
         sigma = self._sigma(sigma, x)
-        pred = self.net(x, self.schedule.timestep(sigma).float(), **cond)
+        net_x, net_cond = _to_net_dtype(self.net, x, cond)
+        pred = self.net(net_x, self.schedule.timestep(sigma).float(), **net_cond)
+        # x0 from the float32 x: a bf16 network's output is promoted, the sample is never rounded.
         return prediction_to_x0(self.path, self.prediction, pred, x, sigma).to(x.dtype)
 
     def loss(

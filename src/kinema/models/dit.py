@@ -208,23 +208,26 @@ class DiTBlock(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
     def forward(self, x: Tensor, mod: Tensor, context: Tensor | None, context_mask: Tensor | None, rope: Rope) -> Tensor:
-        """x (B, L, dim); mod (B, G, 6, dim) shared modulation; context (B, S, dim) or None."""
+        """x (B, L, dim) float32 residual stream; mod (B, G, 6, dim) shared modulation; context
+        (B, S, dim) or None. The linear layers compute in their weights' dtype (bf16 for bf16
+        inference); x stays float32 between them, so no residual sum is rounded to bf16."""
         g = mod.shape[1]
+        dtype = self.ffn[0].weight.dtype
         params = (self.scale_shift_table[:, None].float() + mod.float()).unbind(2)  # 6 x (B, G, dim)
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = (_per_group(p) for p in params)
 
-        h = modulate(_grouped(self.norm1(x.float()), g), shift_a, scale_a).flatten(1, 2).type_as(x)
+        h = modulate(_grouped(self.norm1(x.float()), g), shift_a, scale_a).flatten(1, 2).to(dtype)
         h = self.attn1(h, rope=rope)
-        x = (_grouped(x.float(), g) + _grouped(h, g) * gate_a).flatten(1, 2).type_as(x)
+        x = (_grouped(x.float(), g) + _grouped(h, g) * gate_a).flatten(1, 2)
 
         if context is None:  # no text: attention over no keys is zero, only to_out's bias remains
-            x = x + self.attn2.to_out(x.new_zeros(1, 1, x.shape[-1]))
+            x = x + self.attn2.to_out(x.new_zeros(1, 1, x.shape[-1], dtype=dtype))
         else:
-            x = x + self.attn2(self.norm2(x.float()).type_as(x), context, context_mask)
+            x = x + self.attn2(self.norm2(x.float()).to(dtype), context, context_mask)
 
-        h = modulate(_grouped(self.norm3(x.float()), g), shift_f, scale_f).flatten(1, 2).type_as(x)
+        h = modulate(_grouped(self.norm3(x.float()), g), shift_f, scale_f).flatten(1, 2).to(dtype)
         h = self.ffn(h)
-        return (_grouped(x.float(), g) + _grouped(h.float(), g) * gate_f).flatten(1, 2).type_as(x)
+        return (_grouped(x.float(), g) + _grouped(h.float(), g) * gate_f).flatten(1, 2)
 
 
 # ---------------------------------------------------------------------------- model
@@ -292,7 +295,7 @@ class VideoDiT(nn.Module):
 
         temb, mod = self.condition_embedder(tg)  # (B, G, dim), (B, G, 6*dim)
         mod = mod.unflatten(-1, (6, c.dim))  # (B, G, 6, dim)
-        tokens = rearrange(self.patch_embedding(x), "b d t h w -> b (t h w) d")
+        tokens = rearrange(self.patch_embedding(x), "b d t h w -> b (t h w) d").float()  # float32 residual stream
         rope = rope_3d(grid, c.dim // c.heads, theta=c.rope_theta, device=x.device)
         if context is not None:
             context = self.condition_embedder.text_embedder(context)  # (B, S, dim)
@@ -306,7 +309,7 @@ class VideoDiT(nn.Module):
 
         shift, scale = (self.scale_shift_table[:, None].float() + temb.float()[:, :, None]).unbind(2)  # (B, G, dim)
         h = modulate(_grouped(self.norm_out(tokens.float()), tg.shape[1]), _per_group(shift), _per_group(scale))
-        out = self.proj_out(h.flatten(1, 2).type_as(tokens))  # (B, L, pt*ph*pw*C), channels last as Wan
+        out = self.proj_out(h.flatten(1, 2).to(self.proj_out.weight.dtype))  # (B, L, pt*ph*pw*C), channels last as Wan
         out = rearrange(
             out, "b (t h w) (pt ph pw c) -> b c (t pt) (h ph) (w pw)",
             t=grid[0], h=grid[1], w=grid[2], pt=pt, ph=ph, pw=pw,
