@@ -8,15 +8,17 @@ from kinema.errors import KinemaError
 from kinema.models import registry
 from kinema.models.dit import DiTConfig, VideoDiT
 from kinema.models.unet3d import UNet3D, UNet3DConfig
+from kinema.models.sr3d import SR3D, SR3DConfig
 from kinema.models.vae3d import VAE3D, VAE3DConfig
 
 torch.set_num_threads(1)
 
-TINY = {"dit": "dit-tiny", "unet3d": "unet3d-tiny", "vae3d": "vae-tiny"}
+TINY = {"dit": "dit-tiny", "unet3d": "unet3d-tiny", "vae3d": "vae-tiny", "sr3d": "sr3d-tiny"}
 
 
 def test_each_family_maps_to_its_config_network_and_presets():
-    expected = {"dit": (DiTConfig, VideoDiT), "unet3d": (UNet3DConfig, UNet3D), "vae3d": (VAE3DConfig, VAE3D)}
+    expected = {"dit": (DiTConfig, VideoDiT), "unet3d": (UNet3DConfig, UNet3D), "vae3d": (VAE3DConfig, VAE3D),
+                "sr3d": (SR3DConfig, SR3D)}
     assert set(registry.FAMILIES) == set(expected)
     for family, (config_cls, network_cls) in expected.items():
         got_config, got_network, presets = registry.model_family(family)
@@ -26,7 +28,7 @@ def test_each_family_maps_to_its_config_network_and_presets():
 
 
 def test_unknown_family_lists_the_valid_ones():
-    with pytest.raises(KinemaError, match="unknown model family 'gan'; expected one of dit, unet3d, vae3d"):
+    with pytest.raises(KinemaError, match="unknown model family 'gan'; expected one of dit, unet3d, vae3d, sr3d"):
         registry.model_family("gan")
 
 

@@ -17,7 +17,7 @@ from kinema import __version__
 from kinema.errors import KinemaError
 
 # Subcommand modules, in the order their commands appear in --help.
-COMMAND_MODULES: tuple[str, ...] = ("generate", "clip_tasks", "shapes", "train", "info", "vae", "evaluate")
+COMMAND_MODULES: tuple[str, ...] = ("generate", "clip_tasks", "upscale", "shapes", "train", "info", "vae", "evaluate")
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, kept apart from 1, which commands use for "checked and failed"

@@ -2,8 +2,10 @@
 
   kinema generate PROMPT -o OUT [--model DIR] [--frames N] [--size HxW] [--steps S]
                   [--guidance G] [--sampler NAME] [--seed N] [--image FIRST.png [--method M]]
+                  [--upscale 2|4] [--fps-multiplier 2|4]
 
-With --image, the clip starts from that image (image-to-video).
+With --image, the clip starts from that image (image-to-video). --upscale and
+--fps-multiplier run the cascade (kinema.tasks.upscale) on the generated clip.
 
 With no --model it uses the default pipeline shipped inside the package (trained on the
 Shapes world: configs/default-t2v.toml). The same seed gives the same clip. Unset options
@@ -16,6 +18,7 @@ import argparse
 
 from kinema.cli.arguments import parse_size, positive_int
 from kinema.cli.clip_tasks import add_sampling_options
+from kinema.cli.upscale import add_upscaler_options, check_factors, stage_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image", metavar="FIRST", help="image-to-video: the clip's first frame")
     parser.add_argument("--method", default="trained", help="with --image, how it is kept: trained (default), replace or guidance")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    parser.add_argument("--upscale", type=int, default=1, metavar="N", help="cascade: frame size multiplier, 1, 2 or 4 (default 1)")
+    parser.add_argument("--fps-multiplier", type=int, default=1, metavar="N",
+                        help="cascade: frame rate multiplier, 1, 2 or 4 (default 1)")
+    add_upscaler_options(parser)
     parser.set_defaults(func=_generate)
 
 
@@ -36,6 +43,7 @@ def _generate(args: argparse.Namespace) -> int:
     from kinema.weights import DEFAULT_PIPELINE_DIR
 
     check_output_path(args.out)  # fail before any loading
+    check_factors(args.upscale, args.fps_multiplier)
 
     import torch
 
@@ -50,7 +58,12 @@ def _generate(args: argparse.Namespace) -> int:
     if args.sampler is not None:
         get_sampler(args.sampler)  # an unknown name fails before the model loads
     check_method(args.method)
-    pipe = Pipeline.load(args.model or DEFAULT_PIPELINE_DIR)
+    upscalers = {}
+    if args.upscale > 1 or args.fps_multiplier > 1:  # a missing upscaler fails before generation
+        from kinema.tasks.upscale import load_upscalers
+
+        upscalers = load_upscalers(args.upscale, args.fps_multiplier, args.spatial_model, args.temporal_model)
+    pipe = Pipeline.load(args.model or DEFAULT_PIPELINE_DIR, precision=args.precision)
     options = dict(frames=args.frames, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
                    seeds=args.seed, progress=args.progress)
     with torch.no_grad():  # not inference_mode: reconstruction guidance needs autograd
@@ -60,6 +73,11 @@ def _generate(args: argparse.Namespace) -> int:
             video = image_to_video(pipe, [args.prompt], image, method=args.method, **options)
         else:
             video = text_to_video(pipe, [args.prompt], size=args.size, **options)
-    print(write_video(args.out, video[0], fps=pipe.config.fps))
+    if upscalers:
+        from kinema.tasks.upscale import upscale
+
+        video = upscale(video, upscalers, scale=args.upscale, fps_multiplier=args.fps_multiplier, seed=args.seed,
+                        progress=args.progress, **stage_options(args))
+    print(write_video(args.out, video[0], fps=pipe.config.fps * args.fps_multiplier))
     return 0
 

@@ -232,7 +232,8 @@ def _denoiser_costs(subject: Subject, frames: int, size: tuple[int, int], batch:
         geometry = {"time": ASSUMED_GEOMETRY[0], "space": ASSUMED_GEOMETRY[1], "assumed": True}
     grid = (frames, *size) if geometry is None else _latent_grid(frames, size, geometry["time"], geometry["space"])
     x = (batch, config.in_channels, *grid)
-    context = (batch, text_len, config.text_dim) if subject.text and config.text_dim is not None else None
+    text_dim = getattr(config, "text_dim", None)  # sr3d upscalers have no text input
+    context = (batch, text_len, text_dim) if subject.text and text_dim is not None else None
     cond = (batch, config.cond_channels, *grid) if config.cond_channels else None
 
     def call(net: nn.Module, dev: str) -> int:

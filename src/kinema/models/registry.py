@@ -17,7 +17,7 @@ from kinema.config import Config, ConfigError, read_config_text
 if TYPE_CHECKING:
     from torch import nn
 
-FAMILIES = ("dit", "unet3d", "vae3d")
+FAMILIES = ("dit", "unet3d", "vae3d", "sr3d")
 DENOISER_FAMILIES = ("dit", "unet3d")
 
 
@@ -35,6 +35,10 @@ def model_family(family: str) -> tuple[type[Config], type, dict[str, Config]]:
         from kinema.models import vae3d
 
         return vae3d.VAE3DConfig, vae3d.VAE3D, vae3d.PRESETS
+    if family == "sr3d":
+        from kinema.models.sr3d import PRESETS, SR3D, SR3DConfig
+
+        return SR3DConfig, SR3D, PRESETS
     raise ConfigError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
 
 

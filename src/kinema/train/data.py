@@ -78,6 +78,7 @@ class ClipSource:
         self.clips = [i for i, (p, _) in enumerate(entries) if p.suffix.lower() not in IMAGE_EXTENSIONS]
         self.is_clip = set(self.clips)
         self.stride = spec.stride
+        self.span = spec.span
         self.data = data
         self.size = spec.items or UNBOUNDED
         self._lengths: dict[int, int] = {}
@@ -102,11 +103,14 @@ class ClipSource:
         if entry not in self.is_clip:  # a still image: the one-frame item itself
             return frames_to_tensor(read_frames(path, count=1, size=size, fit=self.data.fit)), caption
         length = self._length(entry)
+        # Windows lie within the source's span of the clip: frames [first, first + length).
+        first = int(self.span[0] * length)
+        length = max(1, int(round(self.span[1] * length)) - first)
         # The widest stride <= the configured one that fits the clip; a clip shorter than
         # `frames` repeats its last frame.
         stride = max(1, min(self.stride, (length - 1) // max(frames - 1, 1)))
         span = (frames - 1) * stride + 1
-        start = int(np.random.default_rng([_WINDOW_SALT, index]).integers(max(length - span, 0) + 1))
+        start = first + int(np.random.default_rng([_WINDOW_SALT, index]).integers(max(length - span, 0) + 1))
         clip = self._frames(entry, start, stride, frames)
         if len(clip) < frames:
             clip = np.concatenate([clip, np.repeat(clip[-1:], frames - len(clip), axis=0)])

@@ -254,7 +254,15 @@ def objective_cache(config: RunConfig, objective: DiffusionObjective | VAEObject
 
 def export_final(path: Path, config: RunConfig, model_config: Config, net: nn.Module, ema: EMA,
                  objective: DiffusionObjective | VAEObjective, batches: TrainBatches) -> Path:
-    """Write `final/` (export.py): the VAE with measured latent statistics, or the pipeline dir."""
+    """Write `final/` (export.py): the VAE with measured latent statistics, the upscaler dir
+    (kinema.tasks.upscale), or the pipeline dir."""
+    if config.objective == "upscale":
+        from kinema.tasks.upscale import Upscaler, UpscalerConfig
+
+        u = config.upscale
+        stage = UpscalerConfig(mode=u.mode, schedule=objective.schedule.to_dict(), prediction=u.prediction,
+                               residual_scale=u.residual_scale, noise_aug=u.noise_aug, sampler=u.sampler, steps=u.steps)
+        return Upscaler(stage, net, objective.schedule).save(path, ema.state_dict())
     if config.objective == "vae":
         from kinema.checkpoint import save_component
         from kinema.models.vae3d import measure_latent_stats

@@ -26,7 +26,7 @@ from kinema.errors import KinemaError
 from kinema.models.text import MiniLMEncoder, pad_states
 from kinema.models.vae3d import VAE3D, vae_loss
 from kinema.tasks.conditioning import frame_sigmas, make_cond, sample_task, task_mask
-from kinema.train.config import DataSpec, DiffusionSpec, RunConfig, VAESpec
+from kinema.train.config import DataSpec, DiffusionSpec, RunConfig, UpscaleSpec, VAESpec
 
 
 def _generators(seeds: Tensor) -> list[torch.Generator]:
@@ -154,7 +154,71 @@ class VAEObjective:
         return total, parts
 
 
-def build_objective(config: RunConfig, device: torch.device) -> DiffusionObjective | VAEObjective:
+class UpscaleObjective:
+    """An upscaling stage (kinema.tasks.upscale): x0 = residual_scale * (clip - base), where
+    base is the naive upsampling of the clip's degraded, noise-augmented copy; loss =
+    Denoiser.loss(x0, noise, sigma, cond=cat(base, mask, level)), on unknown frames only."""
+
+    def __init__(self, spec: UpscaleSpec, data: DataSpec, device: torch.device) -> None:
+        self.spec, self.device = spec, device
+        self.schedule = spec.build_schedule()
+
+    def check_network(self, config: Config) -> None:
+        from kinema.tasks.upscale import COND_CHANNELS
+
+        if config.in_channels != 3 or getattr(config, "cond_channels", 0) != COND_CHANNELS:
+            raise KinemaError(f"an upscaling stage needs in_channels 3 and cond_channels {COND_CHANNELS}; "
+                              "set model.overrides.in_channels / cond_channels")
+
+    @torch.no_grad()
+    def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Micro-batch -> {"x0": residual (B, 3, T, H, W), "cond": (B, 5, T, H, W), "weight":
+        (B, 1, T, H, W) 1 on frames to predict, "gens"}. The scale augmentation, the crop and
+        the augmentation level come from each sample's own generator."""
+        from kinema.tasks.upscale import degrade, downscale_space, stage_inputs
+
+        s = self.spec
+        if "x" not in batch:
+            raise KinemaError("upscale training reads pixels; remove data.cache")
+        video = batch["x"].to(self.device, non_blocking=True).float()
+        gens = _generators(batch["seeds"])
+        clips, levels = [], []
+        for i, g in enumerate(gens):
+            clip = video[i : i + 1]
+            if float(torch.rand((), generator=g)) < s.downscale_prob:
+                clip = downscale_space(clip)
+            if s.crop is not None:
+                h, w = clip.shape[-2:]
+                top = int(torch.randint(h - s.crop + 1, (), generator=g))
+                left = int(torch.randint(w - s.crop + 1, (), generator=g))
+                clip = clip[..., top : top + s.crop, left : left + s.crop]
+            clips.append(clip)
+            noised = float(torch.rand((), generator=g)) < s.noise_aug_prob
+            levels.append(float(torch.rand((), generator=g)) * s.noise_aug_max if noised else 0.0)
+        clip = torch.cat(clips)  # (B, 3, T, H, W)
+        if s.mode == "spatial" and (clip.shape[-1] % 2 or clip.shape[-2] % 2):
+            raise KinemaError(f"spatial upscaling trains on clips of even size, got {tuple(clip.shape[-2:])}")
+        low = degrade(s.mode, clip)
+        aug_noise = randn(low.shape, generator=gens, dtype=low.dtype, device=self.device)
+        base, cond, mask = stage_inputs(s.mode, low, torch.tensor(levels, device=self.device), aug_noise)
+        return {"x0": (clip - base) * s.residual_scale, "cond": cond, "weight": 1.0 - mask, "gens": gens}
+
+    def loss(self, net: nn.Module, prepared: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        x0, gens, s = prepared["x0"], prepared["gens"], self.spec
+        sigma = torch.cat([
+            sample_sigmas(self.schedule, 1, kind=s.density, mean=s.density_mean, std=s.density_std, generator=g) for g in gens
+        ]).to(self.device)  # (B,) float64
+        noise = randn(x0.shape, generator=gens, dtype=x0.dtype, device=self.device)
+        per_sample = Denoiser(net, self.schedule, s.prediction).loss(
+            x0, noise, sigma, loss_weight=prepared["weight"], cond=prepared["cond"]
+        )  # (B,)
+        loss = per_sample.mean()
+        return loss, {"mse": loss.detach()}
+
+
+def build_objective(config: RunConfig, device: torch.device) -> DiffusionObjective | VAEObjective | UpscaleObjective:
+    if config.upscale is not None:
+        return UpscaleObjective(config.upscale, config.data, device)
     if config.diffusion is not None:
         return DiffusionObjective(config.diffusion, config.data, device)
     return VAEObjective(config.vae, config.data, device)

@@ -9,3 +9,6 @@ from pathlib import Path
 
 DEFAULT_PIPELINE_DIR = Path(__file__).parent / "default"
 DEFAULT_VAE_DIR = DEFAULT_PIPELINE_DIR / "vae"
+# The cascade's upscalers (kinema.tasks.upscale), trained by configs/upscale-*.toml.
+DEFAULT_SPATIAL_UPSCALER_DIR = DEFAULT_PIPELINE_DIR / "upscale-spatial"
+DEFAULT_TEMPORAL_UPSCALER_DIR = DEFAULT_PIPELINE_DIR / "upscale-temporal"
