@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from kinema.checkpoint import load_component, save_component
 from kinema.config import Config, ConfigError
 from kinema.errors import KinemaError
+from kinema.models.unet3d import ResBlock, TemporalConv, zero_init  # their groups=None form
 from kinema.nn.embeddings import TimestepEmbedder
 
 
@@ -118,52 +119,13 @@ class SR3DConfig(Config):
 # ----------------------------------------------------------------------------- blocks
 
 
-def zero_init(module: nn.Module) -> nn.Module:
-    """Zero a layer's weights and bias so that the residual branch it ends starts at 0."""
-    for p in module.parameters():
-        nn.init.zeros_(p)
-    return module
-
-
-class ResBlock(nn.Module):
-    """x + conv(silu(film(conv(silu(x))))) on frames, FiLM-conditioned on each frame's noise
-    level; no normalization, so the block is local (see the module docstring)."""
-
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.film = nn.Linear(emb_dim, 2 * out_ch)
-        self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
-        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
-
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        """x (B*T, C_in, H, W), emb (B*T, E) already through SiLU -> (B*T, C_out, H, W)."""
-        h = self.conv1(F.silu(x))
-        scale, shift = rearrange(self.film(emb), "n (two c) -> two n c 1 1", two=2)
-        h = self.conv2(F.silu(h * (1 + scale) + shift))
-        return self.skip(x) + h
-
-
-class TemporalConv(nn.Module):
-    """Residual 3x1x1 convolution over time, x + conv_t(silu(x)), zero padding at the ends."""
-
-    def __init__(self, ch: int):
-        super().__init__()
-        self.conv = zero_init(nn.Conv3d(ch, ch, (3, 1, 1), padding=(1, 0, 0)))
-
-    def forward(self, x: Tensor, frames: int) -> Tensor:
-        """x (B*T, C, H, W) -> same shape."""
-        h = self.conv(rearrange(F.silu(x), "(b t) c h w -> b c t h w", t=frames))
-        return x + rearrange(h, "b c t h w -> (b t) c h w")
-
-
 class Block(nn.Module):
     """A spatial ResBlock, then (when the config has it) a temporal convolution."""
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, temporal: bool):
         super().__init__()
-        self.res = ResBlock(in_ch, out_ch, emb_dim)
-        self.temporal = TemporalConv(out_ch) if temporal else None
+        self.res = ResBlock(in_ch, out_ch, emb_dim, groups=None)  # no norm: the block stays local
+        self.temporal = TemporalConv(out_ch, groups=None) if temporal else None
 
     def forward(self, x: Tensor, emb: Tensor, frames: int) -> Tensor:
         x = self.res(x, emb)

@@ -124,6 +124,12 @@ class UNet3DConfig(Config):
 # ----------------------------------------------------------------------------- helpers
 
 
+def _group_norm(groups: int | None, ch: int) -> nn.Module:
+    """GroupNorm, or none for groups=None (Identity has no parameters: the state dict then
+    simply has no norm entries)."""
+    return nn.GroupNorm(groups, ch) if groups is not None else nn.Identity()
+
+
 def zero_init(module: nn.Module) -> nn.Module:
     """Zero a layer's weights and bias so that the residual branch it ends starts at 0."""
     for p in module.parameters():
@@ -165,14 +171,15 @@ class ResBlock(nn.Module):
     """Spatial residual block on frames (B*T, C, H, W), FiLM-conditioned on each frame's time.
 
     A 3x3 Conv2d on frames is the 1x3x3 Conv3d of the factorized space-time block.
+    `groups=None` leaves out the normalization (the sr3d upscaler: its blocks must stay local).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, groups: int, dropout: float):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, groups: int | None, dropout: float = 0.0):
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, in_ch)
+        self.norm1 = _group_norm(groups, in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.film = nn.Linear(emb_dim, 2 * out_ch)
-        self.norm2 = nn.GroupNorm(groups, out_ch)
+        self.norm2 = _group_norm(groups, out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
@@ -189,9 +196,9 @@ class ResBlock(nn.Module):
 class TemporalConv(nn.Module):
     """Residual 3x1x1 convolution over time: x + conv_t(silu(norm(x))), zero padding at the ends."""
 
-    def __init__(self, ch: int, groups: int):
+    def __init__(self, ch: int, groups: int | None):
         super().__init__()
-        self.norm = nn.GroupNorm(groups, ch)
+        self.norm = _group_norm(groups, ch)
         self.conv = zero_init(nn.Conv3d(ch, ch, (3, 1, 1), padding=(1, 0, 0)))
 
     def forward(self, x: Tensor, frames: int) -> Tensor:
