@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import statistics
 import time
@@ -35,6 +34,8 @@ import torch
 from kinema.models.flops import forward_flops
 from kinema.models.registry import model_family
 from kinema.train.config import load_run_config
+
+from benchio import emit_json
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -161,11 +162,7 @@ def main() -> None:
     if "fp32" in cases and "bf16" in cases:
         result["bf16_speedup"] = round(result["fp32"]["forward_median_ms"] / result["bf16"]["forward_median_ms"], 2)
         print(f"bf16 forward speedup over fp32: {result['bf16_speedup']:.2f}x")
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchio import emit_json
+
 PROMPT = "a large red circle moving right on a black background"
 
 
@@ -132,11 +134,7 @@ def main() -> int:
         "rows": rows, "peak_ratio_last_over_first": round(ratio, 3),
         "growth_above_baseline_mib": round(growth, 1),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n", encoding="utf-8")
+    emit_json(result, args.out)
     return 0
 
 

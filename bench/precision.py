@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchio import emit_json
+
 PROMPT = "a large red circle moving right on a black background"
 
 
@@ -126,11 +128,7 @@ def main() -> int:
                              "psnr_db": round(psnr(outs["bf16"], outs["fp32"]), 2)},
         }
         print(json.dumps(result["clip"]), flush=True)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n", encoding="utf-8")
+    emit_json(result, args.out)
     return 0
 
 

@@ -42,7 +42,6 @@ speedup = diffusers median / kinema median.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -56,6 +55,8 @@ from kinema.pipeline import Pipeline, PipelineConfig
 from kinema.tasks.t2v import sample_latents, text_to_video
 from kinema.train.config import load_run_config
 from kinema.weights import DEFAULT_VAE_DIR
+
+from benchio import emit_json
 
 PROMPT = "a large red circle moving right on a black background"
 
@@ -242,11 +243,7 @@ def main() -> None:
         result["end_to_end"][f"{side}_decode_share"] = round(share, 3)
     result["target"] = {"end_to_end_speedup_at_least": 1.5,
                         "met": result["end_to_end"]["speedup_kinema_over_diffusers"] >= 1.5}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,13 @@ the only superlinear part; the plot shows how much of it is visible at these siz
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchio import emit_json
 
 PROMPT = "a large red circle moving right on a black background"
 
@@ -135,11 +136,7 @@ def main() -> int:
             series[key].append(row)
             print(f"{name:<10}{key:<8}{value:>6}{'x'.join(map(str, shape[1:])):>16}{s:>12.3f}{d:>10.3f}{s + d:>9.3f}")
         result["series"][name] = series
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n", encoding="utf-8")
+    emit_json(result, args.out)
     if args.plot:
         plot(result, args.plot)
         print(f"plot: {args.plot}")

@@ -56,6 +56,8 @@ import time
 import types
 from pathlib import Path
 
+from benchio import emit_json
+
 SIDES = ("kinema", "vdp")
 
 
@@ -255,11 +257,7 @@ def main() -> int:
     result["target"] = {"throughput_ratio_at_least": 2.0,
                         "met": result["ratios"]["throughput_kinema_over_vdp"] >= 2.0}
     print(f"throughput kinema/vdp: {result['ratios']['throughput_kinema_over_vdp']:.2f}x (target >= 2)")
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n", encoding="utf-8")
+    emit_json(result, args.out)
     return 0
 
 
