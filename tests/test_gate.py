@@ -156,3 +156,18 @@ def test_calibration_pieces_are_seeded():
     summary = summarize(clean, faults)
     assert summary["false_alarms"]["shapes"]["rate"] == 0.5
     assert summary["reliable_strength"] == {k: {"shapes": 0.25, "real": 0.5} for k in FAULT_KINDS}
+
+
+def test_drop_visibility_compares_the_gap_with_the_largest_ordinary_step():
+    from calibrate_gate import _visibility_table, drop_visibility
+
+    # uniform grey frames brightening by 2 levels a frame, except one step of 6 at frame 10 -> 11
+    levels = np.cumsum([0] + [6 if i == 10 else 2 for i in range(16)])
+    frames = np.broadcast_to(levels[:, None, None, None], (17, 8, 8, 3)).astype(np.uint8)
+    assert drop_visibility(frames, [3, 4, 5]) == pytest.approx(8 / 6)  # a gap of 4 steps against the 6-level step
+    assert drop_visibility(frames, [10]) == pytest.approx(8 / 2)  # the large step itself is skipped
+    rows = [{"visibility": v, "detected": v > 1, "named": v > 2, "top": "dropped" if v > 2 else ("cut" if v > 1 else None)}
+            for v in (0.5, 1.2, 1.7, 2.2, 3.0)]
+    table = {b["from"]: b for b in _visibility_table(rows)}
+    assert table[1.0]["n"] == 1 and table[1.0]["misnamed_as"] == ["cut"] and table[0.0]["detected"] == 0
+    assert table[2.0]["named_at_least"] == 1.0 and table[1.5]["named_at_least"] == pytest.approx(2 / 3)

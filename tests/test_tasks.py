@@ -197,3 +197,16 @@ def test_interpolate_knows_both_ends(pipe):
     assert video.shape == (1, 3, 9, 16, 16)
     with pytest.raises(KinemaError, match="at least 5 frames"):
         clips.interpolate(pipe, [""], a, b, frames=1, steps=2)
+
+
+def test_retime_spreads_motion_that_ends_early_over_the_whole_clip():
+    # a ramp that reaches its end value at frame 12 of 17 and stays: retimed, it is linear in
+    # time and reaches that value exactly at the last frame
+    t, arrival = 17, 12
+    ramp = torch.clamp(torch.arange(t, dtype=torch.float32) / arrival, max=1.0)
+    video = ramp[None, None, :, None, None].expand(2, 3, t, 4, 4)
+    out = clips.retime(video, arrival)
+    assert out.shape == video.shape
+    torch.testing.assert_close(out[0, 0, :, 0, 0], torch.arange(t, dtype=torch.float32) / (t - 1))
+    assert torch.equal(out[:, :, 0], video[:, :, 0]) and torch.equal(out[:, :, -1], video[:, :, arrival])
+    assert torch.equal(clips.retime(video, t - 1), video)

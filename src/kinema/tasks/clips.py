@@ -102,6 +102,20 @@ def inpaint(pipe: Pipeline, prompts: list[str], clip: Tensor, region: Tensor, *,
     return region * pipe.decode(out) + (1 - region) * clip
 
 
+def retime(video: Tensor, arrival: int) -> Tensor:
+    """(B, C, T, H, W) whose motion ends at frame `arrival` (still after it) -> the same motion
+    spread over all T frames: output frame j shows source time j * arrival / (T - 1), blended
+    linearly between the two nearest source frames."""
+    t = video.shape[2]
+    if t < 2 or arrival == t - 1:
+        return video
+    times = torch.arange(t, dtype=torch.float64) * arrival / (t - 1)
+    lo = times.floor().long().clamp(max=t - 1)
+    hi = (lo + 1).clamp(max=t - 1)
+    w = (times - lo).to(video.dtype)[None, None, :, None, None]
+    return (1 - w) * video[:, :, lo] + w * video[:, :, hi]
+
+
 @torch.no_grad()
 def interpolate(pipe: Pipeline, prompts: list[str], first: Tensor, last: Tensor, *, frames: int | None = None,
                 method: str = "trained", **sampling: Any) -> Tensor:
@@ -110,7 +124,9 @@ def interpolate(pipe: Pipeline, prompts: list[str], first: Tensor, last: Tensor,
     The first latent frame is `first` encoded on its own (exact, as in image-to-video). The
     last latent frame encodes the clip's last f frames together and one image cannot give
     it exactly: it is taken from a proxy clip that holds `first`, then `last` for those f
-    frames, so the generated clip ends at `last` with its last f frames nearly still.
+    frames, so the sampled clip arrives at `last` by frame T - f and stays. The decoded clip
+    is then retimed (`retime`) so that the motion spans every frame and arrives at the end,
+    as keyframe interpolation should (without it, the last f - 1 frames stand still).
     """
     frames, shape = _frames_and_shape(pipe, len(prompts), frames, tuple(first.shape[-2:]))
     f = _vae(pipe).config.temporal_factor
@@ -121,4 +137,4 @@ def interpolate(pipe: Pipeline, prompts: list[str], first: Tensor, last: Tensor,
     ends = [0, shape[2] - 1]
     known = known_at(shape, encode(pipe, proxy)[:, :, ends], ends)
     out = sample_latents(pipe, prompts, shape, known=known, method=method, **sampling)
-    return pipe.decode(out)
+    return retime(pipe.decode(out), frames - f)
