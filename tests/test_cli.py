@@ -17,16 +17,25 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_generate_writes_the_default_models_clip_deterministically(tmp_path, capsys):
-    # The shipped model passes the whole judge on only a few prompts (docs/MEASURED.md), but
-    # every one of its clips has the caption's background: here black, so most pixels are.
+    # The README's first command: with no flags the shipped model's clip passes the Shapes
+    # judge for its caption. The model passes about two thirds of prompts (docs/MEASURED.md),
+    # so other seeds are only held to the caption's black background.
+    from kinema.eval.shapes import judge
+
     out = tmp_path / "clip.npy"
-    assert main(["generate", CAPTION, "-o", str(out), "--seed", "3"]) == 0
+    assert main(["generate", CAPTION, "-o", str(out)]) == 0
     clip = read_frames(out)
     assert clip.shape == (17, 64, 64, 3)
-    assert np.median(clip) < 30 and clip.max() > 100  # a black background, and something on it
-    out2 = tmp_path / "again.npy"
-    main(["generate", CAPTION, "-o", str(out2), "--seed", "3"])
-    assert np.array_equal(np.load(out2), clip)
+    verdict = judge(clip, CAPTION)
+    assert verdict.passed, verdict
+    out2 = tmp_path / "seed3.npy"
+    assert main(["generate", CAPTION, "-o", str(out2), "--seed", "3"]) == 0
+    other = read_frames(out2)
+    assert not np.array_equal(other, clip)
+    assert np.median(other) < 30 and other.max() > 100  # a black background, and something on it
+    out3 = tmp_path / "again.npy"
+    main(["generate", CAPTION, "-o", str(out3)])
+    assert np.array_equal(np.load(out3), clip)
 
 
 @pytest.mark.parametrize(
