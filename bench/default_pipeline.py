@@ -53,3 +53,14 @@ def export_random_default(path: str | Path, config_path: str = DEFAULT_CONFIG, *
     )
     state = net.state_dict()
     return export_pipeline(Path(path), pipeline, network_config=config, weights=state, ema=state, vae=vae)
+
+
+def model_or_default(model: str | None, scratch: str | Path) -> tuple[str, str]:
+    """(pipeline dir, what its weights are): `model` if given, else the shipped default model,
+    else a random pipeline of the default architecture exported under `scratch`."""
+    if model is not None:
+        return model, "given"
+    found = default_model_dir()
+    if found:
+        return str(found), "default model"
+    return str(export_random_default(Path(scratch) / "model")), "random, default architecture"

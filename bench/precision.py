@@ -61,7 +61,7 @@ def main() -> int:
     from kinema.world.dataset import ShapesDataset
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from default_pipeline import default_model_dir, export_random_default
+    from default_pipeline import model_or_default
     from dit_forward import cpu_model
 
     torch.set_num_threads(args.threads)
@@ -103,11 +103,7 @@ def main() -> int:
         print(json.dumps(result["vae_decode"]), flush=True)
 
         tmp = tempfile.TemporaryDirectory()
-        model, weights = args.model, "given"
-        if model is None:
-            found = default_model_dir()
-            model, weights = (str(found), "default model") if found else (
-                str(export_random_default(Path(tmp.name) / "model")), "random, default architecture")
+        model, weights = model_or_default(args.model, tmp.name)
         pipes = {name: Pipeline.load(model, precision=name) for name in ("fp32", "bf16")}
         clip_times: dict = {"fp32": [], "bf16": []}
         outs = {name: text_to_video(pipe, [PROMPT], seeds=0) for name, pipe in pipes.items()}  # warm-up

@@ -80,17 +80,12 @@ def main() -> int:
     from kinema.tasks.t2v import sample_latents
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from default_pipeline import default_model_dir
-    from default_pipeline import export_random_default
+    from default_pipeline import model_or_default
     from dit_forward import cpu_model
 
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()
-    model, weights = args.model, "given"
-    if model is None:
-        found = default_model_dir()
-        model, weights = (str(found), "default model") if found else (
-            str(export_random_default(Path(tmp.name) / "model")), "random, default architecture")
+    model, weights = model_or_default(args.model, tmp.name)
     pipes = {name: Pipeline.load(model, precision=name) for name in args.precisions}
     c = next(iter(pipes.values())).config
     cases = [("frames", f, (f, (c.height, c.width))) for f in args.frames]

@@ -40,7 +40,6 @@ pipeline (--model DIR) the script only checks that everything runs.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -156,8 +155,9 @@ def main() -> int:
         "rows": rows,
     }
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        from benchio import emit_json
+
+        emit_json(result, args.out)
     return 0
 
 

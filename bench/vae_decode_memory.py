@@ -115,8 +115,9 @@ def main() -> int:
         "rows": rows, f"ratio_{longest}_over_{shortest}": round(ratio, 3),
     }
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        from benchio import emit_json
+
+        emit_json(result, args.out)
     return 0
 
 
