@@ -35,13 +35,13 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
 
 from kinema.eval.metrics import psnr, ssim
 from kinema.media import find_dev_clips, frames_to_tensor, probe, read_frames, tensor_to_frames
+from kinema.tasks.interpolation import flow_midpoint
 from kinema.tasks.upscale import Upscaler, downscale_space, upscale_stage
 from kinema.weights import DEFAULT_SPATIAL_UPSCALER_DIR, DEFAULT_TEMPORAL_UPSCALER_DIR
 from kinema.world.dataset import ShapesDataset
@@ -90,26 +90,10 @@ def blend(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ((a.astype(np.float32) + b.astype(np.float32)) / 2).round().astype(np.uint8)
 
 
-def _warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """image sampled at x + flow(x) (bilinear, borders replicated)."""
-    h, w = flow.shape[:2]
-    grid = np.stack(np.meshgrid(np.arange(w), np.arange(h)), axis=-1).astype(np.float32)
-    coords = grid + flow
-    return cv2.remap(image, coords[..., 0], coords[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-def flow_midpoint(a: np.ndarray, b: np.ndarray, method: str) -> np.ndarray:
-    """The frame halfway between `a` and `b` by optical flow: flows a->b and b->a, each
-    frame warped halfway along both, the four estimates averaged."""
-    ga, gb = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.cvtColor(b, cv2.COLOR_RGB2GRAY)
-    if method == "farneback":
-        flow = lambda x, y: cv2.calcOpticalFlowFarneback(x, y, None, 0.5, 3, 15, 3, 5, 1.2, 0)  # noqa: E731
-    else:
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        flow = lambda x, y: dis.calc(x, y, None)  # noqa: E731
-    f_ab, f_ba = flow(ga, gb), flow(gb, ga)
-    estimates = [_warp(a, -0.5 * f_ab), _warp(b, 0.5 * f_ab), _warp(a, 0.5 * f_ba), _warp(b, -0.5 * f_ba)]
-    return np.mean([e.astype(np.float32) for e in estimates], axis=0).round().astype(np.uint8)
+def flow_mid(method: str):
+    """The flow midpoint of two uint8 frames, rounded to uint8 (kinema.tasks.interpolation:
+    flows both ways between the neighbours, each frame warped halfway along both, averaged)."""
+    return lambda a, b: np.clip(np.rint(flow_midpoint(a, b, method)), 0, 255).astype(np.uint8)
 
 
 def fill_odd(frames: np.ndarray, mid) -> np.ndarray:
@@ -159,8 +143,8 @@ def temporal_rows(clips: list[np.ndarray], stage: Upscaler, sample_steps: int) -
 
     methods = {
         "frame blending": lambda clip: fill_odd(clip, blend),
-        "OpenCV Farneback flow": lambda clip: fill_odd(clip, lambda a, b: flow_midpoint(a, b, "farneback")),
-        "OpenCV DIS flow": lambda clip: fill_odd(clip, lambda a, b: flow_midpoint(a, b, "dis")),
+        "OpenCV Farneback flow": lambda clip: fill_odd(clip, flow_mid("farneback")),
+        "OpenCV DIS flow": lambda clip: fill_odd(clip, flow_mid("dis")),
         "kinema, 1 step (posterior mean)": with_kinema(1),
         f"kinema, {sample_steps}-step sample": with_kinema(sample_steps),
     }

@@ -43,6 +43,7 @@ from kinema.errors import KinemaError
 ANALYSIS_LONG_SIDE = 256
 MIN_SIDE = 16  # DIS needs a few pyramid levels of 8-px patches; smaller frames give noise
 FLOW_METHODS = ("dis", "farneback")
+DIS_MIN_SIDE = 12  # OpenCV's DIS needs a frame with width or height >= 12
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luma weights, as cv2.cvtColor uses
 # A transition whose frames differ by less than 0.15 grey levels on average is a repeat: the
 # repeated frames of bigbuckbunny.mp4 (24 -> 25 fps), decoded and resized, differ by
@@ -165,8 +166,12 @@ def optical_flow(a: np.ndarray, b: np.ndarray, method: str = "dis") -> np.ndarra
     cv2 = _cv2()
     ga, gb = _gray(a), _gray(b)
     if method == "dis":
+        h, w = ga.shape
+        if max(h, w) < DIS_MIN_SIDE:  # DIS refuses frames this small: flow on a replicate-padded copy
+            pad = dict(top=0, bottom=DIS_MIN_SIDE - h, left=0, right=DIS_MIN_SIDE - w, borderType=cv2.BORDER_REPLICATE)
+            ga, gb = cv2.copyMakeBorder(ga, **pad), cv2.copyMakeBorder(gb, **pad)
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        return dis.calc(ga, gb, None)
+        return dis.calc(ga, gb, None)[:h, :w]
     # pyramid scale 0.5, 4 levels, 15-px window, 3 iterations, poly_n 5, poly_sigma 1.2
     return cv2.calcOpticalFlowFarneback(ga, gb, None, 0.5, 4, 15, 3, 5, 1.2, 0)
 

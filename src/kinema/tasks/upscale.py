@@ -39,6 +39,7 @@ UPSCALER_FILE = "upscaler.json"
 MODES = ("spatial", "temporal")
 FACTORS = (1, 2, 4)
 COND_CHANNELS = 5  # naive upsampling (3), known-frame mask (1), augmentation level (1)
+TEMPORAL_BASES = ("blend", "flow")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +50,9 @@ class UpscalerConfig(Config):
     it before diffusion (it is small: the network sees unit-scale data); `noise_aug`: the
     conditioning-augmentation level used at inference; `sampler`, `steps`: defaults;
     `tile`, `chunk`: the core size of a spatial tile (pixels) and of a time chunk (frames)
-    per network call."""
+    per network call; `temporal_base`: a temporal stage's naive upsampling, "blend" (the
+    mean of the two neighbours) or "flow" (their optical-flow midpoint,
+    kinema.tasks.interpolation; needs OpenCV)."""
 
     kind: ClassVar[str] = "upscaler"
 
@@ -62,8 +65,11 @@ class UpscalerConfig(Config):
     steps: int = 1
     tile: int = 128
     chunk: int = 24
+    temporal_base: Literal["blend", "flow"] = "blend"
 
     def __post_init__(self) -> None:
+        if self.temporal_base not in TEMPORAL_BASES:
+            raise ConfigError(f"upscaler: temporal_base must be one of {', '.join(TEMPORAL_BASES)}, got {self.temporal_base!r}")
         if self.residual_scale <= 0 or self.noise_aug < 0 or self.steps < 1 or self.tile < 1 or self.chunk < 1:
             raise ConfigError("upscaler: residual_scale > 0, noise_aug >= 0, steps, tile and chunk >= 1 are required")
 
@@ -118,20 +124,29 @@ def degrade(mode: str, clip: Tensor) -> Tensor:
     return clip[:, :, ::2]
 
 
-def stage_inputs(mode: str, low: Tensor, noise_aug: Tensor, aug_noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def stage_inputs(mode: str, low: Tensor, noise_aug: Tensor, aug_noise: Tensor,
+                 temporal_base: str = "blend") -> tuple[Tensor, Tensor, Tensor]:
     """(base, cond, mask) for input `low` (B, 3, T, h, w) with conditioning-augmentation levels
     `noise_aug` (B,) and its noise (like `low`). low + level * noise is upsampled naively to
-    `base` (B, 3, T', H, W); cond = cat(base, mask, level) (B, 5, T', H, W); mask
-    (B, 1, T', H, W) is 1 on given frames (temporal), 0 everywhere else."""
+    `base` (B, 3, T', H, W): bicubic in space, `temporal_base` in time; cond = cat(base, mask,
+    level) (B, 5, T', H, W); mask (B, 1, T', H, W) is 1 on given frames (temporal), 0
+    everywhere else."""
     if mode not in MODES:
         raise KinemaError(f"unknown upscaling mode {mode!r}; expected one of {', '.join(MODES)}")
+    if temporal_base not in TEMPORAL_BASES:
+        raise KinemaError(f"unknown temporal base {temporal_base!r}; expected one of {', '.join(TEMPORAL_BASES)}")
     level = noise_aug.to(low.dtype).view(-1, 1, 1, 1, 1)
     noisy = low + level * aug_noise
     if mode == "spatial":
         base = upsample_space(noisy)
         mask = base.new_zeros(base.shape[0], 1, *base.shape[2:])
     else:
-        base = upsample_time(noisy)
+        if temporal_base == "flow":
+            from kinema.tasks.interpolation import upsample_time_flow
+
+            base = upsample_time_flow(noisy)
+        else:
+            base = upsample_time(noisy)
         mask = place_frames(low[:, :1, :, :1, :1])[1].expand(base.shape[0], 1, -1, *base.shape[3:])
     cond = torch.cat([base, mask, level.expand_as(mask)], dim=1)
     return base, cond, mask
@@ -271,7 +286,8 @@ def upscale_stage(
     b = clip.shape[0]
     gens = generators([seed + i for i in range(b)])
     aug_noise = randn(clip.shape, generator=gens).to(device)
-    base, cond, mask = stage_inputs(c.mode, clip, torch.full((b,), float(noise_aug), device=device), aug_noise)
+    base, cond, mask = stage_inputs(c.mode, clip, torch.full((b,), float(noise_aug), device=device), aug_noise,
+                                    c.temporal_base)
 
     # The network takes sizes that are multiples of its spatial multiple: pad by replication.
     m = up.net.config.spatial_multiple

@@ -240,7 +240,9 @@ class UpscaleSpec(Config):
     frame). Conditioning augmentation (Ho et al. 2021, §3.2): with probability
     `noise_aug_prob` the input gets Gaussian noise of a level drawn from U(0, noise_aug_max).
     The flow schedule (`shift`), `prediction` and training `density` are as in [diffusion];
-    `sampler`, `steps` and `noise_aug` are the exported stage's inference defaults.
+    `sampler`, `steps` and `noise_aug` are the exported stage's inference defaults;
+    `temporal_base`: a temporal stage's naive upsampling, "blend" or "flow" (optical flow,
+    computed on the whole frame before the crop: flow on a small crop loses its context).
     """
 
     kind: ClassVar[str] = "upscale"
@@ -259,8 +261,10 @@ class UpscaleSpec(Config):
     sampler: str = "euler"
     steps: int = 1
     noise_aug: float = 0.0
+    temporal_base: Literal["blend", "flow"] = "blend"
 
     def __post_init__(self) -> None:
+        _need(self.temporal_base in ("blend", "flow"), f"upscale: temporal_base must be blend or flow, got {self.temporal_base!r}")
         _need(self.crop is None or (self.crop >= 4 and self.crop % 4 == 0),
               f"upscale: crop must be a multiple of 4 (>= 4) or null, got {self.crop}")
         for name in ("downscale_prob", "noise_aug_prob"):

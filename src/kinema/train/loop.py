@@ -261,7 +261,8 @@ def export_final(path: Path, config: RunConfig, model_config: Config, net: nn.Mo
 
         u = config.upscale
         stage = UpscalerConfig(mode=u.mode, schedule=objective.schedule.to_dict(), prediction=u.prediction,
-                               residual_scale=u.residual_scale, noise_aug=u.noise_aug, sampler=u.sampler, steps=u.steps)
+                               residual_scale=u.residual_scale, noise_aug=u.noise_aug, sampler=u.sampler, steps=u.steps,
+                               temporal_base=u.temporal_base)
         return Upscaler(stage, net, objective.schedule).save(path, ema.state_dict())
     if config.objective == "vae":
         from kinema.checkpoint import save_component

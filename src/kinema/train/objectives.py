@@ -174,7 +174,9 @@ class UpscaleObjective:
     def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Micro-batch -> {"x0": residual (B, 3, T, H, W), "cond": (B, 5, T, H, W), "weight":
         (B, 1, T, H, W) 1 on frames to predict, "gens"}. The scale augmentation, the crop and
-        the augmentation level come from each sample's own generator."""
+        the augmentation level come from each sample's own generator. The stage's inputs are
+        made from the whole frame and then cropped, as inference sees them (an optical-flow
+        base needs the frame's context; bicubic needs no padding at the crop's border)."""
         from kinema.tasks.upscale import degrade, downscale_space, stage_inputs
 
         s = self.spec
@@ -182,26 +184,27 @@ class UpscaleObjective:
             raise KinemaError("upscale training reads pixels; remove data.cache")
         video = batch["x"].to(self.device, non_blocking=True).float()
         gens = _generators(batch["seeds"])
-        clips, levels = [], []
+        parts: list[tuple[Tensor, ...]] = []
         for i, g in enumerate(gens):
             clip = video[i : i + 1]
             if float(torch.rand((), generator=g)) < s.downscale_prob:
                 clip = downscale_space(clip)
+            h, w = clip.shape[-2:]
+            if s.mode == "spatial" and (h % 2 or w % 2):
+                raise KinemaError(f"spatial upscaling trains on clips of even size, got {(h, w)}")
+            crop = (slice(None),) * 3
             if s.crop is not None:
-                h, w = clip.shape[-2:]
                 top = int(torch.randint(h - s.crop + 1, (), generator=g))
                 left = int(torch.randint(w - s.crop + 1, (), generator=g))
-                clip = clip[..., top : top + s.crop, left : left + s.crop]
-            clips.append(clip)
+                crop = (..., slice(top, top + s.crop), slice(left, left + s.crop))
             noised = float(torch.rand((), generator=g)) < s.noise_aug_prob
-            levels.append(float(torch.rand((), generator=g)) * s.noise_aug_max if noised else 0.0)
-        clip = torch.cat(clips)  # (B, 3, T, H, W)
-        if s.mode == "spatial" and (clip.shape[-1] % 2 or clip.shape[-2] % 2):
-            raise KinemaError(f"spatial upscaling trains on clips of even size, got {tuple(clip.shape[-2:])}")
-        low = degrade(s.mode, clip)
-        aug_noise = randn(low.shape, generator=gens, dtype=low.dtype, device=self.device)
-        base, cond, mask = stage_inputs(s.mode, low, torch.tensor(levels, device=self.device), aug_noise)
-        return {"x0": (clip - base) * s.residual_scale, "cond": cond, "weight": 1.0 - mask, "gens": gens}
+            level = torch.tensor([float(torch.rand((), generator=g)) * s.noise_aug_max if noised else 0.0], device=self.device)
+            low = degrade(s.mode, clip)
+            aug_noise = randn(low.shape, generator=[g], dtype=low.dtype, device=self.device)
+            base, cond, mask = stage_inputs(s.mode, low, level, aug_noise, s.temporal_base)
+            parts.append(tuple(v[crop] for v in (clip - base, cond, mask)))
+        residual, cond, mask = (torch.cat(v) for v in zip(*parts))
+        return {"x0": residual * s.residual_scale, "cond": cond, "weight": 1.0 - mask, "gens": gens}
 
     def loss(self, net: nn.Module, prepared: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         x0, gens, s = prepared["x0"], prepared["gens"], self.spec
