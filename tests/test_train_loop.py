@@ -173,6 +173,18 @@ def test_release_keeps_only_the_ema_weights_and_generates_the_same(vae_run, tmp_
         export_main([str(final), str(tmp_path / "bad"), "dtype=int8"])
     assert not (tmp_path / "bad").exists()
 
+    # shift=S moves the sampling grid's levels only: the same network, the grid of FlowSchedule(S).
+    from kinema.diffusion.schedules import FlowSchedule
+
+    export_main([str(final), str(tmp_path / "shifted"), "steps=3", "sampler=heun", "shift=6"])
+    shifted = Pipeline.load(tmp_path / "shifted")
+    assert shifted.config.schedule["shift"] == 6.0 and rel_pipe.config.schedule["shift"] != 6.0
+    assert torch.equal(shifted.schedule.sigmas(3), FlowSchedule(shift=6.0).sigmas(3))
+    assert all(torch.equal(x, y) for x, y in zip(shifted.net.state_dict().values(), rel_pipe.net.state_dict().values()))
+    with pytest.raises(KinemaError, match="shift must be positive"):
+        export_main([str(final), str(tmp_path / "bad"), "shift=0"])
+    assert not (tmp_path / "bad").exists()
+
 
 def test_wrong_channels_or_text_width_are_clear_errors(tmp_path):
     with pytest.raises(KinemaError, match="in_channels is 4 but the data has 3 pixel channels"):

@@ -22,7 +22,7 @@ from kinema.checkpoint import save_component
 from kinema.config import Config
 from kinema.errors import KinemaError
 from kinema.fileio import atomic_dir
-from kinema.pipeline import PIPELINE_FILE, VAE_DIR, Pipeline, PipelineConfig
+from kinema.pipeline import PIPELINE_FILE, VAE_DIR, Pipeline, PipelineConfig, schedule_from_dict
 
 def export_pipeline(
     path: Path,
@@ -54,14 +54,21 @@ def release_pipeline(source: Path, dest: Path, *, dtype: str = "float32", **defa
     denoiser's floating-point tensors at half width again (they load back into float32
     modules; the VAE stays float32): the shipped default model must stay small. `defaults`
     overrides model.json's sampling defaults (steps, sampler, guidance), e.g. with the
-    settings a benchmark chose. The source is loaded and checked first, and dest appears
-    whole or not at all.
+    settings a benchmark chose; `shift` sets a flow schedule's shift, which at inference
+    only places the sampling grid's levels (training drew its levels with the run's own).
+    The source is loaded and checked first, and dest appears whole or not at all.
     """
     if dtype not in STORAGE_DTYPES:
         raise KinemaError(f"release dtype must be one of {', '.join(STORAGE_DTYPES)}, not {dtype!r}")
     store = STORAGE_DTYPES[dtype]
     pipe = Pipeline.load(source, ema=True)
-    config = pipe.config.replace(denoiser=".", vae=VAE_DIR if pipe.vae is not None else None, **defaults)
+    schedule = dict(pipe.config.schedule)
+    if "shift" in defaults:
+        if schedule.get("kind") != "flow_schedule":
+            raise KinemaError(f"shift applies to a flow schedule; this pipeline's is {schedule.get('kind')!r}")
+        schedule["shift"] = float(defaults.pop("shift"))
+        schedule_from_dict(schedule)  # checked before anything is written
+    config = pipe.config.replace(denoiser=".", vae=VAE_DIR if pipe.vae is not None else None, schedule=schedule, **defaults)
     weights = {k: v.to(store) if v.is_floating_point() else v for k, v in pipe.net.state_dict().items()}
     with atomic_dir(Path(dest)) as tmp:
         save_component(tmp, pipe.net.config, weights)
@@ -74,15 +81,15 @@ def release_pipeline(source: Path, dest: Path, *, dtype: str = "float32", **defa
 def main(argv: list[str] | None = None) -> None:
     """python -m kinema.train.export SOURCE DEST [key=value ...]: write a release copy.
 
-    Keys: steps, sampler, guidance (model.json's sampling defaults) and dtype (float32 or
-    float16, how the denoiser's weights are stored).
+    Keys: steps, sampler, guidance, shift (model.json's sampling defaults) and dtype (float32
+    or float16, how the denoiser's weights are stored).
     """
     import json
     import sys
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 2:
-        raise SystemExit("usage: python -m kinema.train.export SOURCE DEST [steps=N sampler=NAME guidance=G dtype=float16]")
+        raise SystemExit("usage: python -m kinema.train.export SOURCE DEST [steps=N sampler=NAME guidance=G shift=S dtype=float16]")
     defaults = {k: json.loads(v) if k not in ("sampler", "dtype") else v for k, v in (a.split("=", 1) for a in args[2:])}
     print(release_pipeline(Path(args[0]), Path(args[1]), **defaults))
 
