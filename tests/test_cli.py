@@ -18,7 +18,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 def test_generate_writes_the_default_models_clip_deterministically(tmp_path, capsys):
     # The README's first command: with no flags the shipped model's clip passes the Shapes
-    # judge for its caption. The model passes about two thirds of prompts (docs/MEASURED.md),
+    # judge for its caption. The model passes about nine prompts in ten (docs/MEASURED.md),
     # so other seeds are only held to the caption's black background.
     from kinema.eval.shapes import judge
 

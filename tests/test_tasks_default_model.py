@@ -14,10 +14,11 @@ docstring says what each figure means): two rendered Shapes clips per criterion,
 - long video (extend from 5 frames to 41): every chunk boundary crossed while the object is
   inside the canvas departs by <= 2 px from the expected per-frame displacement.
 
-Every test is skipped until src/kinema/weights/default/model.json exists, and unless
-KINEMA_TASK_TARGETS=1: the model shipped on 2026-12-02 passes the Shapes judge on 6-8% of
-prompts (docs/MEASURED.md) and meets two of these six criteria (inpainting, long video); the
-rest are the targets a retrained default model must meet, checked by setting the variable.
+Every test is skipped until src/kinema/weights/default/model.json exists. The shipped model
+(12000 steps, guidance 2; docs/MEASURED.md) meets three of these six criteria on these clips
+(prediction, inpainting, long video), which always run; the other three (interpolation at 53%,
+image-to-video with one first frame at 29.3 dB, editing) are targets not met yet, skipped unless
+KINEMA_TASK_TARGETS=1.
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ MODEL_JSON = DEFAULT_PIPELINE_DIR / "model.json"
 pytestmark = [
     pytest.mark.skipif(not MODEL_JSON.is_file(),
                        reason=f"the default model is not trained yet: {MODEL_JSON} does not exist"),
-    pytest.mark.skipif(os.environ.get("KINEMA_TASK_TARGETS") != "1",
-                       reason="the shipped default model does not meet the task targets yet "
-                              "(docs/MEASURED.md); KINEMA_TASK_TARGETS=1 checks them"),
     pytest.mark.slow,
 ]
+# The criteria the shipped model does not meet yet: checked with KINEMA_TASK_TARGETS=1.
+target_not_met_yet = pytest.mark.skipif(
+    os.environ.get("KINEMA_TASK_TARGETS") != "1",
+    reason="the shipped default model does not meet this task target yet (docs/MEASURED.md); "
+           "KINEMA_TASK_TARGETS=1 checks it")
 
 CLIPS = 2
 STEPS = 10
@@ -77,12 +80,14 @@ def test_prediction_stays_on_the_true_trajectory(pipe):
     assert within >= 0.80, f"{within:.0%} of predicted frames within 2 px (need 80%): {show(rows)}"
 
 
+@target_not_met_yet
 def test_interpolation_stays_on_the_true_trajectory(pipe):
     rows = run(pipe, "interpolate")
     within = float(np.mean([r["within_2px"] for r in rows]))
     assert within >= 0.80, f"{within:.0%} of generated frames within 2 px (need 80%): {show(rows)}"
 
 
+@target_not_met_yet
 def test_image_to_video_keeps_the_image_and_passes_the_judge(pipe):
     rows = run(pipe, "i2v")
     assert all(r["first_psnr_db"] >= 30.0 for r in rows), f"first frame below 30 dB: {show(rows)}"
@@ -94,6 +99,7 @@ def test_inpainting_keeps_the_pixels_outside_the_region(pipe):
     assert all(r["psnr_outside_db"] >= 40.0 for r in rows), f"outside the region below 40 dB: {show(rows)}"
 
 
+@target_not_met_yet
 def test_editing_changes_the_colour_under_the_judge(pipe):
     rows = run(pipe, "edit", method=None, strength=0.7)
     assert all(r["judge_pass"] == 1.0 for r in rows), f"the judge fails an edited clip's new caption: {show(rows)}"
