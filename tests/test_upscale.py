@@ -111,11 +111,11 @@ def test_flow_base_recovers_the_dropped_frames_of_moving_objects():
     """Every other frame of a rendered clip dropped: the flow midpoint is far closer to the
     true frames than blending (which shows two half-bright copies), and exact where nothing
     moves."""
-    from kinema.tasks.interpolation import flow_midpoint, upsample_time_flow
+    from kinema.tasks.interpolation import flow_midpoint
 
     clip = shapes_tensor("a large red circle moving right on a black background", frames=9)
     low = clip[:, :, ::2]
-    flowed, blended = upsample_time_flow(low), U.upsample_time(low)
+    flowed, blended = U.upsample_time(low, "flow"), U.upsample_time(low)
     assert flowed.shape == blended.shape == clip.shape
     assert torch.equal(flowed[:, :, ::2], low)
     err_flow = (flowed - clip)[:, :, 1::2].abs().mean()
@@ -128,7 +128,7 @@ def test_flow_base_recovers_the_dropped_frames_of_moving_objects():
     with pytest.raises(KinemaError, match="temporal base"):
         U.stage_inputs("temporal", low, torch.zeros(1), torch.zeros_like(low), "optical")
     with pytest.raises(ConfigError, match="temporal_base"):
-        U.UpscalerConfig(mode="temporal", schedule=FlowSchedule().to_dict(), temporal_base="optical")
+        U.UpscalerConfig.from_dict({"mode": "temporal", "schedule": FlowSchedule().to_dict(), "temporal_base": "optical"})
 
 
 def test_training_inputs_are_crops_of_whole_frame_inputs():

@@ -176,7 +176,12 @@ def optical_flow(a: np.ndarray, b: np.ndarray, method: str = "dis") -> np.ndarra
     return cv2.calcOpticalFlowFarneback(ga, gb, None, 0.5, 4, 15, 3, 5, 1.2, 0)
 
 
-def _remap(image: np.ndarray, flow: np.ndarray, grid: np.ndarray) -> np.ndarray:
+def pixel_grid(h: int, w: int) -> np.ndarray:
+    """(h, w, 2) float32 pixel coordinates (x, y): the identity warp that flows are added to."""
+    return np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), axis=-1)
+
+
+def remap(image: np.ndarray, flow: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """image sampled at grid + flow (bilinear, edges replicated); image (H, W[, C]) float32."""
     cv2 = _cv2()
     coords = grid + flow  # (H, W, 2)
@@ -286,10 +291,10 @@ def _morph_peaks(forward: list[np.ndarray], backward: list[np.ndarray], forward_
     inside = cv2.GaussianBlur(ones, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT) > 0.25  # away from the border
     for i in range(2, n - 2):
         u1 = forward[i]  # velocities along the trajectory through pixel x of frame i
-        u2 = _remap(forward[i + 1], u1, grid)
-        u3 = _remap(forward[i + 2], u1 + u2, grid)
+        u2 = remap(forward[i + 1], u1, grid)
+        u3 = remap(forward[i + 2], u1 + u2, grid)
         u0 = -backward[i - 1]
-        um1 = -_remap(backward[i - 2], backward[i - 1], grid)
+        um1 = -remap(backward[i - 2], backward[i - 1], grid)
         e0, e2 = u0 - (um1 + u1) / 2, u2 - (u1 + u3) / 2
         fields = [(e0 - e2) / 2, (e0 + e2) / 2, u1 - (um1 + u3) / 2, um1 - u3, u1, um1, u3]  # 7 x (h, w, 2)
         stack = np.concatenate([f - np.median(f[::2, ::2].reshape(-1, 2), axis=0) for f in fields], axis=-1)
@@ -397,7 +402,7 @@ def temporal_metrics(frames: np.ndarray, *, flow: str = "dis") -> TemporalMetric
     t, h, w, _ = rgb.shape
     gray = [cv2.cvtColor((f * 255.0 + 0.5).astype(np.uint8), cv2.COLOR_RGB2GRAY) for f in rgb]
     luma = rgb @ LUMA.astype(np.float32)  # (T, h, w)
-    grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), axis=-1)  # (h, w, 2)
+    grid = pixel_grid(h, w)  # (h, w, 2)
 
     forward, backward, forward_ok = [], [], []
     warp_error, warp_error_all, occluded, moving = (np.zeros(t - 1) for _ in range(4))
@@ -405,11 +410,11 @@ def temporal_metrics(frames: np.ndarray, *, flow: str = "dis") -> TemporalMetric
     for i in range(t - 1):
         fwd = optical_flow(gray[i], gray[i + 1], flow)  # (h, w, 2) on frame i's grid
         bwd = optical_flow(gray[i + 1], gray[i], flow)  # (h, w, 2) on frame i+1's grid
-        visible = _consistent(bwd, _remap(fwd, bwd, grid), grid)  # (h, w) on frame i+1
+        visible = _consistent(bwd, remap(fwd, bwd, grid), grid)  # (h, w) on frame i+1
         forward.append(fwd)
         backward.append(bwd)
-        forward_ok.append(_consistent(fwd, _remap(bwd, fwd, grid), grid))  # (h, w) on frame i
-        warped = _remap(rgb[i], bwd, grid)  # frame i seen from frame i+1: (h, w, 3)
+        forward_ok.append(_consistent(fwd, remap(bwd, fwd, grid), grid))  # (h, w) on frame i
+        warped = remap(rgb[i], bwd, grid)  # frame i seen from frame i+1: (h, w, 3)
         diff = rgb[i + 1] - warped
         pick = visible if visible.mean() >= 0.01 else np.ones_like(visible)  # nothing visible: judge all
         color_residual[i] = diff[pick].mean(axis=0)
@@ -421,7 +426,7 @@ def temporal_metrics(frames: np.ndarray, *, flow: str = "dis") -> TemporalMetric
     accel, accel_peak = np.zeros(max(t - 2, 0)), np.zeros(max(t - 2, 0))
     for i in range(t - 2):
         # F_{i+1} at the point x + F_i(x) reached from x: the velocity change along the trajectory
-        change = _remap(forward[i + 1], forward[i], grid) - forward[i]  # (h, w, 2)
+        change = remap(forward[i + 1], forward[i], grid) - forward[i]  # (h, w, 2)
         ok = forward_ok[i] if forward_ok[i].mean() >= 0.01 else np.ones((h, w), dtype=bool)
         accel[i] = np.linalg.norm(change[ok], axis=-1).mean() / scale
         accel_peak[i] = _coherent_peak(change, ok) / min(h, w)

@@ -68,8 +68,6 @@ class UpscalerConfig(Config):
     temporal_base: Literal["blend", "flow"] = "blend"
 
     def __post_init__(self) -> None:
-        if self.temporal_base not in TEMPORAL_BASES:
-            raise ConfigError(f"upscaler: temporal_base must be one of {', '.join(TEMPORAL_BASES)}, got {self.temporal_base!r}")
         if self.residual_scale <= 0 or self.noise_aug < 0 or self.steps < 1 or self.tile < 1 or self.chunk < 1:
             raise ConfigError("upscaler: residual_scale > 0, noise_aug >= 0, steps, tile and chunk >= 1 are required")
 
@@ -106,11 +104,19 @@ def place_frames(video: Tensor) -> tuple[Tensor, Tensor]:
     return out, mask
 
 
-def upsample_time(video: Tensor) -> Tensor:
+def upsample_time(video: Tensor, base: str = "blend") -> Tensor:
     """(B, C, T, H, W) -> (B, C, 2T - 1, H, W): the given frames, and between each two their
-    mean (frame blending)."""
+    mean ("blend", frame blending) or their optical-flow midpoint ("flow", C = 3 in [-1, 1];
+    kinema.tasks.interpolation, needs OpenCV)."""
+    if base not in TEMPORAL_BASES:
+        raise KinemaError(f"unknown temporal base {base!r}; expected one of {', '.join(TEMPORAL_BASES)}")
     out, _ = place_frames(video)
-    out[:, :, 1::2] = 0.5 * (video[:, :, :-1] + video[:, :, 1:])
+    if base == "flow":
+        from kinema.tasks.interpolation import flow_midpoints
+
+        out[:, :, 1::2] = flow_midpoints(video)
+    else:
+        out[:, :, 1::2] = 0.5 * (video[:, :, :-1] + video[:, :, 1:])
     return out
 
 
@@ -133,20 +139,13 @@ def stage_inputs(mode: str, low: Tensor, noise_aug: Tensor, aug_noise: Tensor,
     everywhere else."""
     if mode not in MODES:
         raise KinemaError(f"unknown upscaling mode {mode!r}; expected one of {', '.join(MODES)}")
-    if temporal_base not in TEMPORAL_BASES:
-        raise KinemaError(f"unknown temporal base {temporal_base!r}; expected one of {', '.join(TEMPORAL_BASES)}")
     level = noise_aug.to(low.dtype).view(-1, 1, 1, 1, 1)
     noisy = low + level * aug_noise
     if mode == "spatial":
         base = upsample_space(noisy)
         mask = base.new_zeros(base.shape[0], 1, *base.shape[2:])
     else:
-        if temporal_base == "flow":
-            from kinema.tasks.interpolation import upsample_time_flow
-
-            base = upsample_time_flow(noisy)
-        else:
-            base = upsample_time(noisy)
+        base = upsample_time(noisy, temporal_base)
         mask = place_frames(low[:, :1, :, :1, :1])[1].expand(base.shape[0], 1, -1, *base.shape[3:])
     cond = torch.cat([base, mask, level.expand_as(mask)], dim=1)
     return base, cond, mask
@@ -293,26 +292,26 @@ def upscale_stage(
     m = up.net.config.spatial_multiple
     height, width = base.shape[-2:]
     pad = (0, -width % m, 0, -height % m)
-    if any(pad):
-        base_p, cond_p = (F.pad(v.flatten(1, 2), pad, mode="replicate").unflatten(1, v.shape[1:3]) for v in (base, cond))
-    else:
-        base_p, cond_p = base, cond
+
+    def padded(v: Tensor) -> Tensor:
+        return F.pad(v.flatten(1, 2), pad, mode="replicate").unflatten(1, v.shape[1:3]) if any(pad) else v
+
+    base_p, cond_p = padded(base), padded(cond)
     tile, chunk = c.tile if tile is None else tile, c.chunk if chunk is None else chunk
     tile = max(m, tile // m * m)
     denoiser = Tiled(up.denoiser, cond_p, chunk=chunk, tile=tile, reach=up.net.config.receptive_field, multiple=m)
     if c.mode == "temporal":
         # Given frames are known content: their residual is fixed, so the sampler ends on them.
         placed, _ = place_frames(clip)
-        placed = F.pad(placed.flatten(1, 2), pad, mode="replicate").unflatten(1, placed.shape[1:3]) if any(pad) else placed
         mask_p = cond_p[:, 3:4]
-        known = Known((placed - base_p) * c.residual_scale * mask_p, mask_p)
+        known = Known((padded(placed) - base_p) * c.residual_scale * mask_p, mask_p)
         known_noise = randn(base_p.shape, generator=generators([seed + 10**6 + i for i in range(b)])).to(device)
         denoiser = KnownContent(denoiser, known, "replace", known_noise)
     x = randn(base_p.shape, generator=gens).to(device)
     residual = sample(denoiser, x, up.schedule.sigmas(steps).to(device), generator=gens, progress=progress)
     out = (base_p + residual / c.residual_scale)[..., :height, :width].clamp(-1, 1)
     if c.mode == "temporal":
-        out = torch.where(mask.bool(), place_frames(clip)[0], out)  # exactly the given frames
+        out = torch.where(mask.bool(), placed, out)  # exactly the given frames
     return out
 
 

@@ -264,7 +264,6 @@ class UpscaleSpec(Config):
     temporal_base: Literal["blend", "flow"] = "blend"
 
     def __post_init__(self) -> None:
-        _need(self.temporal_base in ("blend", "flow"), f"upscale: temporal_base must be blend or flow, got {self.temporal_base!r}")
         _need(self.crop is None or (self.crop >= 4 and self.crop % 4 == 0),
               f"upscale: crop must be a multiple of 4 (>= 4) or null, got {self.crop}")
         for name in ("downscale_prob", "noise_aug_prob"):

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) < 2:
         raise SystemExit("usage: python -m kinema.train.export SOURCE DEST [steps=N sampler=NAME guidance=G shift=S dtype=float16]")
     defaults = {k: json.loads(v) if k not in ("sampler", "dtype") else v for k, v in (a.split("=", 1) for a in args[2:])}
-    defaults.update({k: float(defaults[k]) for k in ("guidance", "shift") if k in defaults})
+    if "guidance" in defaults:
+        defaults["guidance"] = float(defaults["guidance"])  # model.json keeps "2.0", not "2"
     print(release_pipeline(Path(args[0]), Path(args[1]), **defaults))
 
 

@@ -192,7 +192,7 @@ class UpscaleObjective:
             h, w = clip.shape[-2:]
             if s.mode == "spatial" and (h % 2 or w % 2):
                 raise KinemaError(f"spatial upscaling trains on clips of even size, got {(h, w)}")
-            crop = (slice(None),) * 3
+            crop = (...,)
             if s.crop is not None:
                 top = int(torch.randint(h - s.crop + 1, (), generator=g))
                 left = int(torch.randint(w - s.crop + 1, (), generator=g))
