@@ -19,9 +19,16 @@ Samplers:
                                 v = (x - x0_hat) / sigma on the flow path, exactly the network's
                                 own guided output (guidance is affine, so guiding x0 or v is the
                                 same), evaluated at diffusers' timestep sigma * 1000.
-An evaluation is one guided denoiser call (one network forward over the batch of conditional
-and unconditional halves); evaluations per clip are counted with a hook on the network, not
-assumed (Heun takes 2N - 1 for N steps).
+  NAME,interval=LO:HI           a kinema sampler with guidance only at noise levels LO..HI
+                                (kinema.diffusion.guidance, Kynkaanniemi et al. 2024): the
+                                steps outside run the conditional branch alone. Without it a
+                                sampler guides every step, whatever the model's own default.
+  NAME,guidance=G               that sampler at guidance scale G (default: --guidance, else
+                                the model's), so each side can run at its own best scale.
+An evaluation is one network evaluation of one clip (NFE): a guided step costs 2 (the
+conditional and the unconditional branch; kinema batches them into one forward, diffusers'
+WanPipeline calls the transformer twice), an unguided step 1. They are counted with a hook on
+the network (the batch each forward sees), not assumed (Heun takes 2N - 1 steps' worth).
 
 The target pass rate: --target, or by default the pass rate of diffusers' loop at the most
 steps asked for (what the reference reaches with its largest budget). For each sampler the
@@ -33,14 +40,13 @@ The default model (src/kinema/weights/default) is needed for a meaningful figure
 pipeline (--model DIR) the script only checks that everything runs.
 
     python bench/steps_equal_quality.py [--model DIR] [--n 40] [--steps 4 6 8 10 15 20 30]
-        [--samplers dpmpp_2m heun euler diffusers] [--prompts shapes:train] [--batch-size 8]
+        [--samplers dpmpp_2m heun euler euler,interval=0.8:1,guidance=4 diffusers] [--prompts shapes:train] [--batch-size 8]
         [--precision fp32] [--threads 1] [--target RATE] [--out docs/steps_equal_quality.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -69,6 +75,35 @@ def diffusers_flow_euler(shift: float):
         return x
 
     return sample
+
+
+def is_reference(spec: str) -> bool:
+    """Whether a --samplers entry is diffusers' loop (the reference side)."""
+    return spec.split(",")[0] == DIFFUSERS
+
+
+def parse_spec(spec: str, default_guidance: float | None) -> tuple[str, dict]:
+    """"euler,interval=0.8:1,guidance=4" -> ("euler", {"guidance_interval": (0.8, 1.0), "guidance": 4.0}).
+    Without interval= a sampler guides every step (whatever the model's default); without
+    guidance= it takes --guidance (default: the model's)."""
+    from kinema.cli.arguments import non_negative_float, parse_interval
+
+    name, *options = spec.split(",")
+    out = {"guidance_interval": (0.0, float("inf")), "guidance": default_guidance}
+    for option in options:
+        key, _, value = option.partition("=")
+        try:
+            if key == "interval":
+                out["guidance_interval"] = parse_interval(value)
+            elif key == "guidance":
+                out["guidance"] = non_negative_float(value)
+            else:
+                raise argparse.ArgumentTypeError(f"unknown option {key!r} (interval=LO:HI, guidance=G)")
+        except argparse.ArgumentTypeError as e:
+            raise SystemExit(f"sampler {spec!r}: {e}") from None
+    if name == DIFFUSERS and "interval=" in spec:
+        raise SystemExit("the diffusers loop guides every step, as WanPipeline does; no interval= for it")
+    return name, out
 
 
 def main() -> int:
@@ -102,44 +137,47 @@ def main() -> int:
     if not (model / "model.json").is_file():
         raise SystemExit(f"no pipeline at {model} (the default model is not packaged yet); pass --model DIR")
     pipe = Pipeline.load(model, precision=args.precision)
-    if DIFFUSERS in args.samplers:
+    if any(is_reference(spec) for spec in args.samplers):
         shift = getattr(pipe.schedule, "shift", None)
         if pipe.config.prediction != "flow" or shift is None:
             raise SystemExit("the diffusers loop (FlowMatchEulerDiscreteScheduler) needs a flow-matching model")
         samplers.SAMPLERS[DIFFUSERS] = diffusers_flow_euler(shift)  # this process only
     prompts = load_prompts(args.prompts, args.n, args.seed)
     calls = []
-    pipe.net.register_forward_hook(lambda module, inputs, output: calls.append(1))
-    batches = math.ceil(args.n / args.batch_size)
+    pipe.net.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    for spec in args.samplers:
+        parse_spec(spec, args.guidance)  # a bad spec fails before any sampling
 
-    def run(sampler: str, steps: int) -> dict:
+    def run(spec: str, steps: int) -> dict:
+        sampler, options = parse_spec(spec, args.guidance)
         calls.clear()
         start = time.perf_counter()
         result = evaluate_model(pipe, prompts, n=args.n, seed=args.seed, steps=steps, sampler=sampler,
-                                guidance=args.guidance, batch_size=args.batch_size, keep_clips=0)
-        row = {"sampler": sampler, "steps": steps, "evaluations": len(calls) // batches,
+                                batch_size=args.batch_size, keep_clips=0, **options)
+        row = {"sampler": spec, "steps": steps, "evaluations": round(sum(calls) / args.n, 2),
                "pass_rate": result.pass_rate, "gate_clean": result.gate_clean_rate,
                "checks": result.check_pass_rates(), "seconds": round(time.perf_counter() - start, 1)}
-        print(f"{sampler:<10}{steps:>6}{row['evaluations']:>6}{row['pass_rate']:>8.3f}{row['gate_clean']:>8.3f}"
+        print(f"{spec:<32}{steps:>6}{row['evaluations']:>6g}{row['pass_rate']:>8.3f}{row['gate_clean']:>8.3f}"
               f"{row['seconds']:>8.1f}", flush=True)
         return row
 
-    print(f"{'sampler':<10}{'steps':>6}{'evals':>6}{'pass':>8}{'clean':>8}{'sec':>8}", flush=True)
-    order = sorted(args.samplers, key=lambda s: s != DIFFUSERS)  # the reference first: it sets the target
-    rows = [run(s, n) for s in order for n in sorted(args.steps, reverse=s == DIFFUSERS)]
+    print(f"{'sampler':<32}{'steps':>6}{'NFE':>6}{'pass':>8}{'clean':>8}{'sec':>8}", flush=True)
+    order = sorted(args.samplers, key=lambda s: not is_reference(s))  # the reference first: it sets the target
+    rows = [run(s, n) for s in order for n in sorted(args.steps, reverse=is_reference(s))]
     target = args.target
     if target is None:
-        ref = [r for r in rows if r["sampler"] == DIFFUSERS] or rows
+        ref = [r for r in rows if is_reference(r["sampler"])] or rows
         target = max(ref, key=lambda r: r["steps"])["pass_rate"]
     fewest = {}
     for s in args.samplers:
         reached = [r["evaluations"] for r in rows if r["sampler"] == s and r["pass_rate"] >= target - 1e-9]
         fewest[s] = min(reached) if reached else None
-    kinema_best = min((v, s) for s, v in fewest.items() if s != DIFFUSERS and v is not None) if any(
-        v is not None for s, v in fewest.items() if s != DIFFUSERS) else (None, None)
+    kinema_best = min((v, s) for s, v in fewest.items() if not is_reference(s) and v is not None) if any(
+        v is not None for s, v in fewest.items() if not is_reference(s)) else (None, None)
+    reference = min((v for s, v in fewest.items() if is_reference(s) and v is not None), default=None)
     ratio = None
-    if fewest.get(DIFFUSERS) and kinema_best[0]:
-        ratio = fewest[DIFFUSERS] / kinema_best[0]
+    if reference and kinema_best[0]:
+        ratio = reference / kinema_best[0]
     print(f"target pass rate {target:.3f}; fewest evaluations per clip to reach it: "
           + ", ".join(f"{s} {v if v is not None else 'not reached'}" for s, v in fewest.items()))
     if ratio is not None:

@@ -81,6 +81,9 @@ def test_eval_model_cli_table_json_and_report(pipe_dir, tmp_path, capsys):
     assert [c["prompt"] for c in data["clips"]] == prompts and data["settings"]["prompt_set"] == "shapes:heldout"
     assert all(v is None or 0 <= v <= 1 for v in data["rates"].values())
     assert data["rates"]["overall"] == pytest.approx(rates["overall"], abs=1e-3)
+    assert data["settings"]["guidance_interval"] is None  # this model guides every step
+    assert kinema.cli.main(args + ["--json", "--guidance-interval", "0.8:1"]) == 0
+    assert json.loads(capsys.readouterr().out)["settings"]["guidance_interval"] == [0.8, 1.0]
 
 
 def test_eval_model_bad_inputs_exit_2(pipe_dir, tmp_path, capsys):

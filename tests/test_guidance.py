@@ -109,3 +109,30 @@ def test_cond_mismatches_are_reported():
         cfg(d, 2.0, cond, {"context": torch.zeros(2, 6, 8, dtype=torch.float64), "context_mask": None})(x, sigma)
     with pytest.raises(ValueError, match="both None"):
         cfg(d, 2.0, cond, {"context": uncond["context"], "context_mask": torch.ones(2, 5)})(x, sigma)
+
+
+def test_guidance_interval_guides_inside_and_runs_the_conditional_alone_outside():
+    """Kynkaanniemi et al. 2024: inside [lo, hi] the usual guided output; outside, the
+    conditional prediction from a single (not doubled) forward."""
+    net, d, x, cond, uncond, sigma = setup("flow", FlowSchedule())  # sigma = (0.3, 0.8)
+    full = cfg(d, 3.0, cond, uncond)(x, sigma)
+    x0_c = d(x, sigma, **cond)
+    net.batches.clear()
+    torch.testing.assert_close(cfg(d, 3.0, cond, uncond, interval=(0.2, 0.9))(x, sigma), full)
+    assert net.batches == [4]
+    net.batches.clear()
+    torch.testing.assert_close(cfg(d, 3.0, cond, uncond, interval=(0.85, 1.0))(x, sigma), x0_c)
+    assert net.batches == [2]  # every sample outside: one forward over the batch alone
+    # mixed: sample 0 (sigma 0.3) outside, sample 1 (sigma 0.8) inside
+    mixed = cfg(d, 3.0, cond, uncond, interval=(0.5, 1.0))(x, sigma)
+    torch.testing.assert_close(mixed, torch.stack([x0_c[0], full[1]]))
+    # a per-sample scale against per-frame sigmas: frames outside keep the conditional output
+    frames = torch.tensor([[0.3, 0.3, 0.8, 0.8], [0.8, 0.3, 0.8, 0.3]], dtype=torch.float64)  # (B, T)
+    scale = torch.tensor([3.0, 2.0], dtype=torch.float64)
+    out = cfg(d, scale, cond, uncond, interval=(0.5, 1.0))(x, frames)
+    guided = cfg(d, scale, cond, uncond)(x, frames)
+    cond_only = d(x, frames, **cond)
+    inside = (frames >= 0.5)[:, None, :, None, None].expand_as(x)
+    torch.testing.assert_close(out, torch.where(inside, guided, cond_only))
+    with pytest.raises(ValueError, match="0 <= lo <= hi"):
+        cfg(d, 3.0, cond, uncond, interval=(0.9, 0.1))

@@ -48,10 +48,34 @@ def test_guidance_changes_the_clip_and_one_means_conditional_only(pipe_dir):
     assert (a - b).abs().max() > 1e-3
 
 
+def test_guidance_interval_from_the_call_or_the_models_json(pipe_dir, tmp_path):
+    """A step guides only when its level lies in the interval; the model's model.json sets the
+    default and a call's interval replaces it ((0, inf): every step)."""
+    pipe = Pipeline.load(pipe_dir)
+    calls = []
+    pipe.net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    everywhere = text_to_video(pipe, [PROMPT], guidance=5.0, steps=4)
+    sigmas = pipe.schedule.sigmas(4)[:-1].tolist()  # the levels the 4 steps evaluate at, high to low
+    calls.clear()
+    high = text_to_video(pipe, [PROMPT], guidance=5.0, steps=4, guidance_interval=(sigmas[1], 1.0))
+    assert calls == [2, 2, 1, 1]  # guided at the first two levels, conditional alone below
+    never = text_to_video(pipe, [PROMPT], guidance=5.0, steps=4, guidance_interval=(2.0, 3.0))
+    torch.testing.assert_close(never, text_to_video(pipe, [PROMPT], guidance=1.0, steps=4))
+    assert (high - everywhere).abs().max() > 1e-4 and (high - never).abs().max() > 1e-4
+    shutil.copytree(pipe_dir, tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "model.json").read_text())
+    (tmp_path / "m" / "model.json").write_text(json.dumps(dict(config, guidance_interval=[sigmas[1], 1.0])))
+    limited = Pipeline.load(tmp_path / "m")
+    assert limited.config.guidance_interval == (sigmas[1], 1.0)
+    torch.testing.assert_close(text_to_video(limited, [PROMPT], guidance=5.0, steps=4), high)
+    torch.testing.assert_close(text_to_video(limited, [PROMPT], guidance=5.0, steps=4,
+                                             guidance_interval=(0, float("inf"))), everywhere)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"frames": 6}, "1 + 4k frames"), ({"size": (20, 16)}, "divisible by 8"), ({"steps": 0}, "steps must be >= 1"),
-     ({"sampler": "plms"}, "unknown sampler")],
+     ({"sampler": "plms"}, "unknown sampler"), ({"guidance_interval": (0.5, 0.2)}, "0 <= lo <= hi")],
 )
 def test_t2v_bad_options(pipe_dir, kwargs, message):
     pipe = Pipeline.load(pipe_dir)
@@ -70,6 +94,12 @@ def test_generate_cli_is_deterministic(pipe_dir, tmp_path):
     assert main(["generate", PROMPT, "--model", str(pipe_dir), "-o", str(c), "--seed", "4", "--sampler", "heun",
                  "--steps", "2", "--frames", "9", "--guidance", "1.5"]) == 0
     assert np.load(c).shape == (9, 16, 16, 3)
+    d, e = tmp_path / "d.npy", tmp_path / "e.npy"
+    assert main(["generate", PROMPT, "--model", str(pipe_dir), "-o", str(d), "--seed", "4", "--guidance-interval", "all"]) == 0
+    assert np.array_equal(np.load(d), np.load(a))  # the test model guides every step anyway
+    assert main(["generate", PROMPT, "--model", str(pipe_dir), "-o", str(e), "--seed", "4",
+                 "--guidance-interval", "0.5:1"]) == 0
+    assert not np.array_equal(np.load(e), np.load(a))
 
 
 def test_generate_cli_bad_input(pipe_dir, tmp_path):
@@ -85,6 +115,8 @@ def test_generate_cli_bad_input(pipe_dir, tmp_path):
         (["--model", str(pipe_dir), "--frames", "6"], "1 + 4k frames"),
         (["--model", str(pipe_dir), "--size", "20x16"], "divisible by 8"),
         (["--model", str(pipe_dir), "--steps", "-2"], "positive integer"),
+        (["--model", str(pipe_dir), "--guidance-interval", "0.9:0.1"], "expected LO:HI"),
+        (["--model", str(pipe_dir), "--guidance-interval", "high"], "expected LO:HI"),
         (["--model", str(tmp_path / "missing")], "model directory not found"),
         (["--model", str(broken)], "not valid JSON"),
         (["--model", str(mislabeled)], "names a unet3d network, its folder holds a dit"),

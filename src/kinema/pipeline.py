@@ -35,7 +35,8 @@ class PipelineConfig(Config):
     """model.json of a pipeline dir. `schedule` is the schedule's own config dict (its
     "kind" names the class in kinema.diffusion.schedules); folders are relative to the
     pipeline dir; frames/height/width/fps are the training clip's, the sampler settings
-    the defaults `kinema generate` uses."""
+    the defaults `kinema generate` uses. `guidance_interval` (lo, hi): guide only at noise
+    levels lo <= sigma <= hi (kinema.diffusion.guidance.ClassifierFree); None guides every step."""
 
     kind: ClassVar[str] = "pipeline"
 
@@ -52,6 +53,12 @@ class PipelineConfig(Config):
     sampler: str = "euler"
     steps: int = 20
     guidance: float = 4.0
+    guidance_interval: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        lo_hi = self.guidance_interval
+        if lo_hi is not None and not 0 <= lo_hi[0] <= lo_hi[1]:
+            raise ConfigError(f"guidance_interval needs 0 <= lo <= hi, got {list(lo_hi)}")
 
 
 def schedule_from_dict(data: dict[str, Any]):

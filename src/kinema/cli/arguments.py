@@ -32,3 +32,19 @@ def non_negative_float(text: str) -> float:
     if not value >= 0.0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
+
+
+GUIDANCE_INTERVAL_HELP = "noise levels LO:HI (sigma) where guidance applies, e.g. 0.8:1, or 'all' (default: the model's)"
+
+
+def parse_interval(text: str) -> tuple[float, float]:
+    """'LO:HI' (noise levels, 0 <= LO <= HI) -> (LO, HI); 'all' -> (0, inf)."""
+    if text.strip().lower() == "all":
+        return 0.0, float("inf")
+    try:
+        lo, hi = (float(part) for part in text.split(":"))
+    except ValueError:
+        lo, hi = -1.0, -1.0
+    if not 0.0 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"expected LO:HI with 0 <= LO <= HI (e.g. 0.8:1) or 'all', got {text!r}")
+    return lo, hi

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kinema.cli.arguments import non_negative_float, positive_int
+from kinema.cli.arguments import GUIDANCE_INTERVAL_HELP, non_negative_float, parse_interval, positive_int
 
 METHOD_HELP = "how known content is kept: trained (default), replace or guidance"
 
@@ -27,6 +27,7 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="DIR", help="a pipeline dir (default: the shipped default model)")
     parser.add_argument("--steps", type=positive_int, help="sampler steps (default: the model's)")
     parser.add_argument("--guidance", type=non_negative_float, help="classifier-free guidance scale (default: the model's)")
+    parser.add_argument("--guidance-interval", type=parse_interval, metavar="LO:HI", help=GUIDANCE_INTERVAL_HELP)
     parser.add_argument("--sampler", help="ddpm, ddim, euler, heun or dpmpp_2m (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same clip")
     add_precision_option(parser)
@@ -138,7 +139,8 @@ def read_clip(path: str, pipe, frames: int | None, what: str = "clip", exact: bo
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
-    return {"steps": args.steps, "guidance": args.guidance, "sampler": args.sampler, "seeds": args.seed}
+    return {"steps": args.steps, "guidance": args.guidance, "sampler": args.sampler, "seeds": args.seed,
+            "guidance_interval": args.guidance_interval}
 
 
 def write(args: argparse.Namespace, pipe, video) -> int:

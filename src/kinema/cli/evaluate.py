@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kinema.cli.arguments import non_negative_float, positive_int
+from kinema.cli.arguments import GUIDANCE_INTERVAL_HELP, non_negative_float, parse_interval, positive_int
 from kinema.cli.clip_tasks import add_precision_option
 
 EXIT_CLEAN, EXIT_PROBLEMS = 0, 1
@@ -54,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=positive_int, required=True, help="number of clips")
     p.add_argument("--steps", type=positive_int, help="sampler steps (default: the model's)")
     p.add_argument("--guidance", type=non_negative_float, help="classifier-free guidance scale (default: the model's)")
+    p.add_argument("--guidance-interval", type=parse_interval, metavar="LO:HI", help=GUIDANCE_INTERVAL_HELP)
     p.add_argument("--sampler", help="ddpm, ddim, euler, heun or dpmpp_2m (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="clip k uses seed SEED + k (and picks the Shapes prompts)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="clips generated at once (default 8)")
@@ -228,7 +229,7 @@ def _eval_model(args: argparse.Namespace) -> int:
     pipe = Pipeline.load(args.model, precision=args.precision)
     progress = None if args.json else (lambda done, total: print(f"kinema: {done}/{total} clips", file=sys.stderr))
     result = evaluate_model(pipe, prompts, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
-                            sampler=args.sampler, batch_size=args.batch_size, on_batch=progress)
+                            guidance_interval=args.guidance_interval, sampler=args.sampler, batch_size=args.batch_size, on_batch=progress)
     result.settings = {"model": args.model, "prompt_set": args.prompts, "precision": args.precision,
                        **result.settings}
     report = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 from kinema.cli.arguments import parse_size, positive_int
-from kinema.cli.clip_tasks import add_sampling_options
+from kinema.cli.clip_tasks import add_sampling_options, sampling_kwargs
 from kinema.cli.upscale import add_upscaler_options, check_factors, stage_options
 
 
@@ -64,8 +64,7 @@ def _generate(args: argparse.Namespace) -> int:
 
         upscalers = load_upscalers(args.upscale, args.fps_multiplier, args.spatial_model, args.temporal_model)
     pipe = Pipeline.load(args.model or DEFAULT_PIPELINE_DIR, precision=args.precision)
-    options = dict(frames=args.frames, steps=args.steps, guidance=args.guidance, sampler=args.sampler,
-                   seeds=args.seed, progress=args.progress)
+    options = dict(frames=args.frames, progress=args.progress, **sampling_kwargs(args))
     with torch.no_grad():  # not inference_mode: reconstruction guidance needs autograd
         if args.image is not None:
             size = args.size or (pipe.config.height, pipe.config.width)

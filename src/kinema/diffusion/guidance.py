@@ -56,6 +56,12 @@ def _stack_cond(cond: Mapping[str, Any], uncond: Mapping[str, Any], batch: int) 
     return out
 
 
+def _expand_cond(cond: Mapping[str, Any], batch: int) -> dict[str, Any]:
+    """The conditioning alone for a batch of `batch`: batch-1 tensors expanded."""
+    return {k: v.expand(batch, *v.shape[1:]) if isinstance(v, Tensor) and v.shape[0] == 1 else v
+            for k, v in cond.items()}
+
+
 class ClassifierFree:
     """Classifier-free guidance (Ho & Salimans 2022): x0_u + scale * (x0_c - x0_u).
 
@@ -66,11 +72,17 @@ class ClassifierFree:
     rescales the guided v = alpha eps - sigma x0 to the per-sample std of the conditional v
     and mixes phi of that with the plain guided v: the paper's rescale, done in v space
     whatever the model's own parameterization (so eps, v and flow models agree).
+    `interval` (lo, hi) guides only where lo <= sigma <= hi (Kynkaanniemi et al. 2024, "Applying
+    guidance in a limited interval"); elsewhere the conditional prediction is used as it is,
+    and a step whose every sample lies outside costs one forward instead of two.
     """
 
     def __init__(self, denoiser: Any, scale: float | Tensor, cond: Mapping[str, Any],
-                 uncond: Mapping[str, Any], rescale: float = 0.0) -> None:
-        self.denoiser, self.scale, self.rescale = denoiser, scale, rescale
+                 uncond: Mapping[str, Any], rescale: float = 0.0,
+                 interval: tuple[float, float] | None = None) -> None:
+        if interval is not None and not 0 <= interval[0] <= interval[1]:
+            raise ValueError(f"a guidance interval needs 0 <= lo <= hi, got {interval}")
+        self.denoiser, self.scale, self.rescale, self.interval = denoiser, scale, rescale, interval
         self.cond, self.uncond = dict(cond), dict(uncond)
 
     @property
@@ -82,9 +94,16 @@ class ClassifierFree:
         sigma = as_sigma(sigma, x.device)
         if sigma.ndim == 0:
             sigma = sigma.expand(batch)
+        scale = torch.as_tensor(self.scale, device=x.device)
+        if self.interval is not None:
+            inside = (sigma >= self.interval[0]) & (sigma <= self.interval[1])  # (B,)
+            if not bool(inside.any()):
+                return self.denoiser(x, sigma, **_expand_cond(self.cond, batch))
+            if scale.ndim:  # per-sample (B,) against a per-frame (B, T) sigma
+                scale = scale.view(-1, *[1] * (inside.ndim - 1))
+            scale = torch.where(inside, scale, torch.ones_like(scale))
         both = _stack_cond(self.cond, self.uncond, batch)
         x0_c, x0_u = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), **both).chunk(2)
-        scale = torch.as_tensor(self.scale, device=x.device)
         guided = x0_u + expand_sigma(scale, x).to(x0_c.dtype) * (x0_c - x0_u)
         if self.rescale > 0:
             guided = self._rescale(guided, x0_c, x, sigma)
@@ -100,6 +119,7 @@ class ClassifierFree:
 
 
 def cfg(denoiser: Any, scale: float | Tensor, cond: Mapping[str, Any], uncond: Mapping[str, Any],
-        *, rescale: float = 0.0) -> ClassifierFree:
-    """Guided denoiser D'(x, sigma) from D(x, sigma, **cond); scale is a float or per-sample (B,)."""
-    return ClassifierFree(denoiser, scale, cond, uncond, rescale)
+        *, rescale: float = 0.0, interval: tuple[float, float] | None = None) -> ClassifierFree:
+    """Guided denoiser D'(x, sigma) from D(x, sigma, **cond); scale is a float or per-sample (B,);
+    `interval` (lo, hi) limits guidance to those noise levels."""
+    return ClassifierFree(denoiser, scale, cond, uncond, rescale, interval)

@@ -159,6 +159,13 @@ def _verdicts(frames: np.ndarray, prompt: str, seed: int) -> ClipResult:
     return ClipResult(prompt, seed, None if scene is None else judge(frames, scene), check(frames))
 
 
+def _interval(interval: tuple[float, float] | None) -> list[float] | None:
+    """A guidance interval as JSON can hold it: None for guidance at every step."""
+    if interval is None or (interval[0] <= 0 and math.isinf(interval[1])):
+        return None
+    return [float(interval[0]), float(interval[1])]
+
+
 def evaluate_model(
     pipe: Pipeline,
     prompts: Sequence[str] | str,
@@ -167,6 +174,7 @@ def evaluate_model(
     seed: int = 0,
     steps: int | None = None,
     guidance: float | None = None,
+    guidance_interval: tuple[float, float] | None = None,
     sampler: str | None = None,
     frames: int | None = None,
     size: tuple[int, int] | None = None,
@@ -200,6 +208,7 @@ def evaluate_model(
     c = pipe.config
     settings = {"prompts": n, "seed": seed, "steps": c.steps if steps is None else steps,
                 "guidance": c.guidance if guidance is None else guidance,
+                "guidance_interval": _interval(c.guidance_interval if guidance_interval is None else guidance_interval),
                 "sampler": c.sampler if sampler is None else sampler,
                 "frames": c.frames if frames is None else frames,
                 "size": list((c.height, c.width) if size is None else size)}
@@ -210,7 +219,7 @@ def evaluate_model(
         seeds = [seed + start + b for b in range(len(batch))]
         with torch.inference_mode():
             videos = text_to_video(pipe, batch, seeds=seeds, steps=steps, guidance=guidance, sampler=sampler,
-                                   frames=frames, size=size)  # (B, 3, T, H, W) in [-1, 1]
+                                   guidance_interval=guidance_interval, frames=frames, size=size)  # (B, 3, T, H, W) in [-1, 1]
         for video, prompt, s in zip(videos, batch, seeds):
             clip = tensor_to_frames(video)  # (T, H, W, 3) uint8
             rows.append(_verdicts(clip, prompt, s))

@@ -16,8 +16,10 @@ if TYPE_CHECKING:
     from kinema.tasks.known import Known
 
 
-def guided_denoiser(pipe: Pipeline, prompts: Sequence[str], guidance: float, known: dict | None = None):
-    """The denoiser D(x, sigma) for `prompts` with classifier-free guidance at `guidance`.
+def guided_denoiser(pipe: Pipeline, prompts: Sequence[str], guidance: float, known: dict | None = None,
+                    interval: tuple[float, float] | None = None):
+    """The denoiser D(x, sigma) for `prompts` with classifier-free guidance at `guidance`
+    (only at noise levels inside `interval`, when given).
 
     The null condition is the empty prompt (the text encoder's no-text states); prompts and
     nulls are encoded in one call so both are padded to the same length. `known` is the
@@ -33,7 +35,7 @@ def guided_denoiser(pipe: Pipeline, prompts: Sequence[str], guidance: float, kno
     cond = {"context": states[:n], "context_mask": mask[:n], **extra}
     if guidance == 1.0:
         return bind(denoiser, **cond)
-    return cfg(denoiser, guidance, cond, {"context": states[n:], "context_mask": mask[n:], **extra})
+    return cfg(denoiser, guidance, cond, {"context": states[n:], "context_mask": mask[n:], **extra}, interval=interval)
 
 
 def empty_conditioning(pipe: Pipeline, shape: Sequence[int], device: torch.device) -> dict:
@@ -59,6 +61,7 @@ def sample_latents(
     guidance: float | None = None,
     sampler: str | None = None,
     seeds: Sequence[int] | int = 0,
+    guidance_interval: tuple[float, float] | None = None,
     guidance_weight: float = 2.0,
     progress: bool = False,
     callback: Callable[[dict], None] | None = None,
@@ -70,17 +73,21 @@ def sample_latents(
     2022): `init` latents are noised to the grid's first level at or below `strength` and
     denoised from there; strength 0 returns `init`. Sample b's noise comes from its own
     generator (seed `seeds + b`, or `seeds[b]`), so a prompt's clip does not depend on the
-    rest of the batch. Unset options take the pipeline's defaults.
+    rest of the batch. `guidance_interval` (lo, hi) limits guidance to those noise levels
+    ((0, inf) guides every step). Unset options take the pipeline's defaults.
     """
     from kinema.tasks.known import KnownContent, check_method, known_cond, noised_context
 
     c = pipe.config
     steps = c.steps if steps is None else steps
     guidance = c.guidance if guidance is None else guidance
+    interval = c.guidance_interval if guidance_interval is None else guidance_interval
     if steps < 1:
         raise KinemaError(f"steps must be >= 1, got {steps}")
     if guidance < 0:
         raise KinemaError(f"guidance must be >= 0, got {guidance}")
+    if interval is not None and not 0 <= interval[0] <= interval[1]:
+        raise KinemaError(f"a guidance interval needs 0 <= lo <= hi, got {interval[0]:g}:{interval[1]:g}")
     if not 0.0 <= strength <= 1.0:
         raise KinemaError(f"strength must be in [0, 1], got {strength}")
     check_method(method)
@@ -101,12 +108,12 @@ def sample_latents(
             return init.clone()
         x = pipe.schedule.path.add_noise(init.to(device), noise, sigmas[0].item())
     if known is None:
-        denoiser = guided_denoiser(pipe, prompts, guidance, empty_conditioning(pipe, shape, device))
+        denoiser = guided_denoiser(pipe, prompts, guidance, empty_conditioning(pipe, shape, device), interval)
     else:
         known_noise = randn(shape, generator=generators([s + 10**6 for s in seed_list])).to(device)
         context = noised_context(known, pipe.schedule.path, known_noise) if trained else None
         extra = known_cond(known, context) if trained else empty_conditioning(pipe, shape, device)
-        denoiser = KnownContent(guided_denoiser(pipe, prompts, guidance, extra), known, method, known_noise,
+        denoiser = KnownContent(guided_denoiser(pipe, prompts, guidance, extra, interval), known, method, known_noise,
                                 guidance_weight, context)
     return sample(denoiser, x, sigmas, generator=gens, callback=callback, progress=progress)
 
@@ -122,6 +129,7 @@ def text_to_video(
     guidance: float | None = None,
     sampler: str | None = None,
     seeds: Sequence[int] | int = 0,
+    guidance_interval: tuple[float, float] | None = None,
     progress: bool = False,
     callback: Callable[[dict], None] | None = None,
 ) -> Tensor:
@@ -132,5 +140,5 @@ def text_to_video(
     size = (c.height, c.width) if size is None else size
     shape = pipe.latent_shape(len(prompts), frames, size)
     latents = sample_latents(pipe, prompts, shape, steps=steps, guidance=guidance, sampler=sampler, seeds=seeds,
-                             progress=progress, callback=callback)
+                             guidance_interval=guidance_interval, progress=progress, callback=callback)
     return pipe.decode(latents)

@@ -53,7 +53,7 @@ def release_pipeline(source: Path, dest: Path, *, dtype: str = "float32", **defa
     a release keeps what inference loads, half the size. `dtype="float16"` stores the
     denoiser's floating-point tensors at half width again (they load back into float32
     modules; the VAE stays float32): the shipped default model must stay small. `defaults`
-    overrides model.json's sampling defaults (steps, sampler, guidance), e.g. with the
+    overrides model.json's sampling defaults (steps, sampler, guidance, guidance_interval), e.g. with the
     settings a benchmark chose; `shift` sets a flow schedule's shift, which at inference
     only places the sampling grid's levels (training drew its levels with the run's own).
     The source is loaded and checked first, and dest appears whole or not at all.
@@ -81,7 +81,8 @@ def release_pipeline(source: Path, dest: Path, *, dtype: str = "float32", **defa
 def main(argv: list[str] | None = None) -> None:
     """python -m kinema.train.export SOURCE DEST [key=value ...]: write a release copy.
 
-    Keys: steps, sampler, guidance, shift (model.json's sampling defaults) and dtype (float32
+    Keys: steps, sampler, guidance, guidance_interval (JSON: [lo, hi] or null), shift (model.json's
+    sampling defaults) and dtype (float32
     or float16, how the denoiser's weights are stored).
     """
     import json
@@ -89,10 +90,12 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 2:
-        raise SystemExit("usage: python -m kinema.train.export SOURCE DEST [steps=N sampler=NAME guidance=G shift=S dtype=float16]")
+        raise SystemExit("usage: python -m kinema.train.export SOURCE DEST [steps=N sampler=NAME guidance=G guidance_interval=[LO,HI] shift=S dtype=float16]")
     defaults = {k: json.loads(v) if k not in ("sampler", "dtype") else v for k, v in (a.split("=", 1) for a in args[2:])}
     if "guidance" in defaults:
         defaults["guidance"] = float(defaults["guidance"])  # model.json keeps "2.0", not "2"
+    if defaults.get("guidance_interval") is not None:  # guidance_interval=[0.8,1] or null
+        defaults["guidance_interval"] = tuple(float(v) for v in defaults["guidance_interval"])
     print(release_pipeline(Path(args[0]), Path(args[1]), **defaults))
 
 
