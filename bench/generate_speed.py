@@ -59,7 +59,8 @@ def stages(model: str | None, runs: int, steps: int | None) -> dict[str, list[fl
         for i in range(runs + 1):
             t0 = time.perf_counter()
             shape = pipe.latent_shape(1, c.frames, (c.height, c.width))
-            denoiser = guided_denoiser(pipe, [PROMPT], c.guidance, empty_conditioning(pipe, shape, "cpu"))
+            denoiser = guided_denoiser(pipe, [PROMPT], c.guidance, empty_conditioning(pipe, shape, "cpu"),
+                                       c.guidance_interval)
             t1 = time.perf_counter()
             gens = generators([i])
             x = randn(shape, generator=gens)
@@ -72,7 +73,8 @@ def stages(model: str | None, runs: int, steps: int | None) -> dict[str, list[fl
                 out["sampling"].append(t2 - t1)
                 out["decode"].append(t3 - t2)
     out["config"] = {"frames": c.frames, "size": [c.height, c.width], "steps": steps, "sampler": c.sampler,
-                     "guidance": c.guidance, "threads": torch.get_num_threads()}
+                     "guidance": c.guidance, "guidance_interval": c.guidance_interval,
+                     "threads": torch.get_num_threads()}
     return out
 
 

@@ -20,7 +20,9 @@ interpolate  From the clip's first and last frames. within_2px / mean_err_px: ov
              encoded from that keyframe held for 4 frames) and retimes it to arrive at
              frame T - 1, so the true path is the one to follow.
 i2v          Image-to-video from the clip's first frame, with its caption.
-             first_psnr_db: PSNR of output frame 0 against the image (target >= 30 dB);
+             first_psnr_db: PSNR of output frame 0 against the image (target >= 30 dB; 99 =
+             identical: image_to_video puts the image itself in frame 0); first_psnr_raw_db:
+             the same for the decoded sample before that, how close the VAE alone comes;
              judge_pass: share of clips the Shapes judge passes for the caption;
              within_2px: all frames against the true trajectory (the world fixes the speed).
 inpaint      Object removal: the region is the object's bounding box in each frame,
@@ -272,12 +274,15 @@ def measure_interpolate(pipe, batch, method, sampling, **_):
 def measure_i2v(pipe, batch, method, sampling, **_):
     video = torch.stack([c.video for c in batch])
     image = video[:, :, 0]
-    out = tasks.image_to_video(pipe, [c.caption for c in batch], image, frames=video.shape[2], method=method,
-                               **sampling)
+    with captured_decodes(pipe) as decoded:
+        out = tasks.image_to_video(pipe, [c.caption for c in batch], image, frames=video.shape[2], method=method,
+                                   **sampling)
+    raw = decoded[-1]  # before the image replaces frame 0
     rows = []
-    for c, im, v in zip(batch, image, out):
+    for c, im, v, r in zip(batch, image, out, raw):
         err = centroid_errors(track_object(v, c.obj, c.scene.background).centers, c.truth)
         rows.append({"first_psnr_db": _clip_psnr(psnr(im[:, None], v[:, :1])),
+                     "first_psnr_raw_db": _clip_psnr(psnr(im[:, None], r[:, :1])),
                      "judge_pass": float(_judged(v, c.caption)), "within_2px": fraction_within(err)})
     return rows
 

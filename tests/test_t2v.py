@@ -70,6 +70,17 @@ def test_guidance_interval_from_the_call_or_the_models_json(pipe_dir, tmp_path):
     torch.testing.assert_close(text_to_video(limited, [PROMPT], guidance=5.0, steps=4), high)
     torch.testing.assert_close(text_to_video(limited, [PROMPT], guidance=5.0, steps=4,
                                              guidance_interval=(0, float("inf"))), everywhere)
+    # SDEdit starting below the model's interval: guided at every step rather than never
+    from kinema.tasks.t2v import sample_latents
+
+    init = torch.randn(1, *pipe.latent_shape(1, 5, (16, 16))[1:])
+    edit = dict(init=init, strength=sigmas[2], guidance=5.0, steps=4, seeds=3)
+    shape = tuple(init.shape)
+    torch.testing.assert_close(sample_latents(limited, [PROMPT], shape, **edit),
+                               sample_latents(limited, [PROMPT], shape, guidance_interval=(0, float("inf")), **edit))
+    assert (sample_latents(limited, [PROMPT], shape, **edit)
+            - sample_latents(limited, [PROMPT], shape, guidance=1.0, **{k: v for k, v in edit.items() if k != "guidance"})
+            ).abs().max() > 1e-4
 
 
 @pytest.mark.parametrize(

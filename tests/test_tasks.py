@@ -159,6 +159,8 @@ def test_image_to_video_and_prediction_shapes_and_errors(pipe):
     image = torch.rand(2, 3, 16, 16) * 2 - 1
     video = clips.image_to_video(pipe, ["", ""], image, frames=9, steps=2)
     assert video.shape == (2, 3, 9, 16, 16)
+    assert torch.equal(video[:, :, 0], image)  # the clip starts from exactly the given frame
+    assert (video[:, :, 1] - image).abs().max() > 1e-3
     clip = torch.rand(1, 3, 5, 16, 16) * 2 - 1
     assert clips.predict(pipe, [""], clip, frames=9, steps=2).shape == (1, 3, 9, 16, 16)
     with pytest.raises(KinemaError, match="already fills"):
@@ -195,8 +197,15 @@ def test_interpolate_knows_both_ends(pipe):
     a, b = torch.rand(1, 3, 16, 16) * 2 - 1, torch.rand(1, 3, 16, 16) * 2 - 1
     video = clips.interpolate(pipe, [""], a, b, frames=9, steps=2)
     assert video.shape == (1, 3, 9, 16, 16)
+    assert torch.equal(video[:, :, 0], a) and torch.equal(video[:, :, -1], b)  # the keyframes themselves
+    once = clips.interpolate(pipe, [""], a, b, frames=9, steps=2, passes=1)
+    twice = clips.interpolate(pipe, [""], a, b, frames=9, steps=2, passes=2)
+    assert (once - twice).abs().max() > 1e-3 and (twice - video).abs().max() > 1e-3  # each pass refines
+    assert torch.equal(clips.interpolate(pipe, [""], a, b, frames=9, steps=2, passes=2), twice)  # seeded
     with pytest.raises(KinemaError, match="at least 5 frames"):
         clips.interpolate(pipe, [""], a, b, frames=1, steps=2)
+    with pytest.raises(KinemaError, match="at least one pass"):
+        clips.interpolate(pipe, [""], a, b, frames=9, steps=2, passes=0)
 
 
 def test_retime_spreads_motion_that_ends_early_over_the_whole_clip():

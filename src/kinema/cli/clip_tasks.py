@@ -3,7 +3,7 @@
   kinema predict CLIP -o OUT [--context K] [--frames N] [--prompt P]
   kinema edit CLIP --prompt P [--strength S] -o OUT
   kinema inpaint CLIP --mask MASK [--prompt P] -o OUT
-  kinema interpolate --first A.png --last B.png -o OUT [--frames N] [--prompt P]
+  kinema interpolate --first A.png --last B.png -o OUT [--frames N] [--prompt P] [--passes N]
   kinema extend (CLIP | --prompt P) --frames N -o OUT
 
 Inputs of another size than the model's are scaled and centre-cropped to it, and a clip
@@ -78,6 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=positive_int, help="frames in the output (default: the model's)")
     p.add_argument("--prompt", default="", help="caption of the clip (default: none)")
     p.add_argument("--method", default="trained", help=METHOD_HELP)
+    p.add_argument("--passes", type=positive_int, default=3,
+                   help="sampling passes; each after the first refines the path into --last (default 3)")
     add_sampling_options(p)
     p.set_defaults(func=_interpolate)
 
@@ -216,7 +218,7 @@ def _interpolate(args: argparse.Namespace) -> int:
     size = (pipe.config.height, pipe.config.width)
     first, last = read_keyframe(args.first, size, "--first"), read_keyframe(args.last, size, "--last")
     return write(args, pipe, interpolate(pipe, [args.prompt], first, last, frames=args.frames, method=args.method,
-                                         **sampling_kwargs(args)))
+                                         passes=args.passes, **sampling_kwargs(args)))
 
 
 def _extend(args: argparse.Namespace) -> int:

@@ -39,11 +39,14 @@ def _frames_and_shape(pipe: Pipeline, batch: int, frames: int | None, size: tupl
 def image_to_video(pipe: Pipeline, prompts: list[str], image: Tensor, *, frames: int | None = None,
                    method: str = "trained", **sampling: Any) -> Tensor:
     """A clip whose first frame is `image` (B, 3, H, W): the causal VAE encodes a frame on
-    its own into the first latent frame, which is the known content."""
+    its own into the first latent frame, which is the known content. The decoded first frame
+    is the image through the VAE (29-41 dB on Shapes frames), so the image itself replaces
+    it, as inpainting keeps the known pixels: the clip starts from exactly the given frame."""
     frames, shape = _frames_and_shape(pipe, len(prompts), frames, tuple(image.shape[-2:]))
     known = known_at(shape, encode(pipe, image[:, :, None]), [0])  # the image is latent frame 0
     out = sample_latents(pipe, prompts, shape, known=known, method=method, **sampling)
-    return pipe.decode(out)
+    video = pipe.decode(out)
+    return torch.cat([image[:, :, None].to(video.dtype).clamp(-1, 1), video[:, :, 1:]], dim=2)
 
 
 def context_frames(available: int, temporal_factor: int, wanted: int | None = None) -> int:
@@ -118,16 +121,23 @@ def retime(video: Tensor, arrival: int) -> Tensor:
 
 @torch.no_grad()
 def interpolate(pipe: Pipeline, prompts: list[str], first: Tensor, last: Tensor, *, frames: int | None = None,
-                method: str = "trained", **sampling: Any) -> Tensor:
+                method: str = "trained", passes: int = 3, **sampling: Any) -> Tensor:
     """A clip from keyframe `first` to keyframe `last` (each (B, 3, H, W)).
 
     The first latent frame is `first` encoded on its own (exact, as in image-to-video). The
     last latent frame encodes the clip's last f frames together and one image cannot give
-    it exactly: it is taken from a proxy clip that holds `first`, then `last` for those f
-    frames, so the sampled clip arrives at `last` by frame T - f and stays. The decoded clip
-    is then retimed (`retime`) so that the motion spans every frame and arrives at the end,
-    as keyframe interpolation should (without it, the last f - 1 frames stand still).
+    it exactly. Pass 1 takes it from a proxy clip that holds `first`, then `last` for those
+    f frames, so the sampled clip arrives at `last` by frame T - f and stays; the decoded
+    clip is retimed (`retime`) to arrive at the end. That first guess lags the true path
+    (the model moves at its own pace, not the proxy's), so each further pass encodes the
+    previous clip with its ends set to the two keyframes, whose last latent frame now holds
+    motion into `last`, and samples again knowing both end latents (same seeds). On Shapes
+    clips: 52% of frames within 2 px of the true path after one pass, 86% after two, 98%
+    after three (docs/MEASURED.md). The keyframes themselves are the output's first and
+    last frames.
     """
+    if passes < 1:
+        raise KinemaError(f"interpolation needs at least one pass, got {passes}")
     frames, shape = _frames_and_shape(pipe, len(prompts), frames, tuple(first.shape[-2:]))
     f = _vae(pipe).config.temporal_factor
     if shape[2] < 2:
@@ -135,6 +145,10 @@ def interpolate(pipe: Pipeline, prompts: list[str], first: Tensor, last: Tensor,
     a, b = first[:, :, None], last[:, :, None]
     proxy = torch.cat([a.expand(-1, -1, frames - f, -1, -1), b.expand(-1, -1, f, -1, -1)], dim=2)
     ends = [0, shape[2] - 1]
-    known = known_at(shape, encode(pipe, proxy)[:, :, ends], ends)
-    out = sample_latents(pipe, prompts, shape, known=known, method=method, **sampling)
-    return retime(pipe.decode(out), frames - f)
+    for index in range(passes):
+        known = known_at(shape, encode(pipe, proxy)[:, :, ends], ends)
+        video = pipe.decode(sample_latents(pipe, prompts, shape, known=known, method=method, **sampling))
+        if index == 0:
+            video = retime(video, frames - f)
+        proxy = torch.cat([a.to(video.dtype), video[:, :, 1:-1], b.to(video.dtype)], dim=2).clamp(-1, 1)
+    return proxy

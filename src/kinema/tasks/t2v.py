@@ -74,7 +74,9 @@ def sample_latents(
     denoised from there; strength 0 returns `init`. Sample b's noise comes from its own
     generator (seed `seeds + b`, or `seeds[b]`), so a prompt's clip does not depend on the
     rest of the batch. `guidance_interval` (lo, hi) limits guidance to those noise levels
-    ((0, inf) guides every step). Unset options take the pipeline's defaults.
+    ((0, inf) guides every step); when the model's default interval would guide no step of
+    this trajectory (SDEdit starting below it), every step is guided. Unset options take the
+    pipeline's defaults.
     """
     from kinema.tasks.known import KnownContent, check_method, known_cond, noised_context
 
@@ -107,6 +109,9 @@ def sample_latents(
         if len(sigmas) < 2:
             return init.clone()
         x = pipe.schedule.path.add_noise(init.to(device), noise, sigmas[0].item())
+    if guidance_interval is None and interval is not None and not any(
+            interval[0] <= s <= interval[1] for s in sigmas[:-1].tolist()):
+        interval = None  # the model's default interval misses every step (SDEdit below it): guide them all
     if known is None:
         denoiser = guided_denoiser(pipe, prompts, guidance, empty_conditioning(pipe, shape, device), interval)
     else:
