@@ -263,3 +263,28 @@ def test_resuming_from_a_checkpoint_repeats_the_steps_exactly_with_dropout_and_h
     train(c, redo, resume=True, progress=False)
     for name in ("model.safetensors", "ema.safetensors"):
         assert (redo / "final" / name).read_bytes() == (straight / name).read_bytes()
+
+
+def test_model_init_starts_a_new_run_from_earlier_weights(tmp_path):
+    """model.init: a run's final/ (its EMA weights) or a float16 release starts a fine-tune;
+    another network is refused with the field that differs."""
+    from kinema.checkpoint import CheckpointError
+    from kinema.train.export import release_pipeline
+
+    base = (*FAST, "diffusion.text_encoder='none'", "optim.weight_decay=0.0")
+    first = train(tiny(TINY_DIT, *base, "train.steps=2"), tmp_path / "a", progress=False)
+    ema = load_tensors(first / "ema.safetensors")
+    # lr 1e-12: one step barely moves the weights, so they show where the run started
+    still = (*base, "train.steps=1", "optim.lr=1e-12")
+    fine = train(tiny(TINY_DIT, *still, f"model.init='{first}'"), tmp_path / "b", progress=False)
+    started = load_tensors(fine / "model.safetensors")
+    for name, w in ema.items():
+        torch.testing.assert_close(started[name], w, rtol=0, atol=1e-6)
+    scratch = load_tensors(train(tiny(TINY_DIT, *still), tmp_path / "c", progress=False) / "model.safetensors")
+    assert any((scratch[n] - w).abs().max() > 1e-3 for n, w in ema.items())
+    release = release_pipeline(first, tmp_path / "release", dtype="float16")
+    half = train(tiny(TINY_DIT, *still, f"model.init='{release}'"), tmp_path / "d", progress=False)
+    for name, w in load_tensors(half / "model.safetensors").items():
+        torch.testing.assert_close(w, ema[name], rtol=1e-3, atol=1e-3)
+    with pytest.raises(CheckpointError, match=r"its network differs from this run's \(depth: 1 there, 2 here\)"):
+        train(tiny(TINY_DIT, *still, "model.overrides.depth=2", f"model.init='{first}'"), tmp_path / "e", progress=False)

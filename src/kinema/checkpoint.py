@@ -107,3 +107,30 @@ def load_component(path: str | Path, config_cls: type[C], build, *, ema: bool = 
     file = path / EMA_FILE if ema and (path / EMA_FILE).is_file() else path / WEIGHTS_FILE
     load_state_strict(module, load_tensors(file), str(path))
     return module.eval()
+
+
+def load_initial_weights(module: "torch.nn.Module", path: str | Path, config: Config) -> None:
+    """Start `module` (built from `config`) from the weights of a component dir, or of a
+    pipeline dir's denoiser (its model.json names the folder): the EMA weights when present,
+    cast to the module's dtypes (a release may store float16). A different network config is
+    refused with the first field that differs; nothing is loaded then."""
+    path = Path(path)
+    component = path
+    if (path / "model.json").is_file():
+        import json
+
+        try:
+            component = path / json.loads((path / "model.json").read_text(encoding="utf-8")).get("denoiser", ".")
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{path}/model.json cannot be read: {e}") from None
+    found = load_config(component, type(config))
+    theirs, ours = found.to_dict(), config.to_dict()
+    differing = [k for k in ours if theirs.get(k) != ours[k]]
+    if differing:
+        k = differing[0]
+        raise CheckpointError(f"model.init {path}: its network differs from this run's ({k}: {theirs.get(k)} there, "
+                              f"{ours[k]} here)")
+    file = component / EMA_FILE if (component / EMA_FILE).is_file() else component / WEIGHTS_FILE
+    own = module.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own else v for k, v in load_tensors(file).items()}
+    load_state_strict(module, state, str(component))

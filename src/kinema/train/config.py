@@ -48,13 +48,17 @@ def _need(ok: bool, message: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class ModelSpec(Config):
     """Which network: `family`, a `preset` of it (or none: the config class's defaults),
-    with `overrides` replacing fields of that config."""
+    with `overrides` replacing fields of that config. `init`: a component or pipeline dir
+    (e.g. an earlier run's final/ or the shipped default model) whose weights, EMA ones when
+    present, start a new run instead of a random initialization (fine-tuning); its network
+    config must equal this one."""
 
     kind: ClassVar[str] = "model"
 
     family: Literal["dit", "unet3d", "vae3d", "sr3d"]
     preset: str | None = None
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    init: str | None = None
 
     def resolve(self) -> Config:
         """The network's config: preset (or defaults) with overrides, checked strictly."""
@@ -69,7 +73,7 @@ class ModelSpec(Config):
 
     def resolved(self) -> ModelSpec:
         """This spec with every field of the network config written out (no preset)."""
-        return ModelSpec(family=self.family, preset=None, overrides=self.resolve().to_dict())
+        return ModelSpec(family=self.family, preset=None, overrides=self.resolve().to_dict(), init=self.init)
 
 
 # ----------------------------------------------------------------------------- data

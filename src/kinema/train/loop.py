@@ -103,6 +103,10 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progr
         # Every rank seeds alike, so every rank starts from the same weights.
         torch.manual_seed(t.seed)
         net = build_network(resolved.model.family, model_config, t.grad_checkpointing).to(device)
+        if resolved.model.init is not None and not resume:  # a resumed run's checkpoint has its weights
+            from kinema.checkpoint import load_initial_weights
+
+            load_initial_weights(net, resolved.model.init, model_config)
         objective = build_objective(resolved, device)
         objective.check_network(model_config)
         optimizer = make_optimizer(net, config.optim)
