@@ -26,6 +26,7 @@ the next smaller product) is reported as skipped.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import statistics
 import time
@@ -99,12 +100,8 @@ def main() -> None:
         x = torch.randn(CONV_INPUT)
         reference = conv(x)
         conv_flops = 2 * reference.numel() * CONV_INPUT[1] * CONV_KERNEL**3
-        conv16 = torch.nn.Conv3d(CONV_INPUT[1], CONV_INPUT[1], CONV_KERNEL, padding=CONV_KERNEL // 2).eval()
-        conv16.load_state_dict(conv.state_dict())
-        conv16 = conv16.bfloat16()
-        conv16_cl = torch.nn.Conv3d(CONV_INPUT[1], CONV_INPUT[1], CONV_KERNEL, padding=CONV_KERNEL // 2).eval()
-        conv16_cl.load_state_dict(conv.state_dict())
-        conv16_cl = conv16_cl.bfloat16().to(memory_format=torch.channels_last_3d)
+        conv16 = copy.deepcopy(conv).bfloat16()
+        conv16_cl = copy.deepcopy(conv16).to(memory_format=torch.channels_last_3d)
         x16 = x.bfloat16()
         x16_cl = x16.contiguous(memory_format=torch.channels_last_3d)
         for name, module, xi in (("conv3d fp32", conv, x), ("conv3d bf16", conv16, x16),

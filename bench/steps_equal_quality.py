@@ -101,7 +101,7 @@ def parse_spec(spec: str, default_guidance: float | None) -> tuple[str, dict]:
                 raise argparse.ArgumentTypeError(f"unknown option {key!r} (interval=LO:HI, guidance=G)")
         except argparse.ArgumentTypeError as e:
             raise SystemExit(f"sampler {spec!r}: {e}") from None
-    if name == DIFFUSERS and "interval=" in spec:
+    if name == DIFFUSERS and out["guidance_interval"] != (0.0, float("inf")):
         raise SystemExit("the diffusers loop guides every step, as WanPipeline does; no interval= for it")
     return name, out
 

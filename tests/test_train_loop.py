@@ -286,5 +286,5 @@ def test_model_init_starts_a_new_run_from_earlier_weights(tmp_path):
     half = train(tiny(TINY_DIT, *still, f"model.init='{release}'"), tmp_path / "d", progress=False)
     for name, w in load_tensors(half / "model.safetensors").items():
         torch.testing.assert_close(w, ema[name], rtol=1e-3, atol=1e-3)
-    with pytest.raises(CheckpointError, match=r"its network differs from this run's \(depth: 1 there, 2 here\)"):
+    with pytest.raises(CheckpointError, match=r"holds a different network \(depth: 1 there vs 2 in this run\)"):
         train(tiny(TINY_DIT, *still, "model.overrides.depth=2", f"model.init='{first}'"), tmp_path / "e", progress=False)

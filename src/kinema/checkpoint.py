@@ -95,6 +95,17 @@ def load_state_strict(module: "torch.nn.Module", state: dict[str, "torch.Tensor"
     module.load_state_dict(state, strict=True)
 
 
+def weights_file(path: Path, ema: bool) -> Path:
+    """A component dir's weights file: the EMA one when asked for and present, else the raw one."""
+    return path / EMA_FILE if ema and (path / EMA_FILE).is_file() else path / WEIGHTS_FILE
+
+
+def config_difference(saved: dict, current: dict, saved_as: str = "in checkpoint", current_as: str = "now") -> str:
+    """The first three fields where two config dicts differ, e.g. "depth: 1 in checkpoint vs 2 now"."""
+    keys = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    return ", ".join(f"{k}: {saved.get(k)!r} {saved_as} vs {current.get(k)!r} {current_as}" for k in keys[:3])
+
+
 def load_component(path: str | Path, config_cls: type[C], build, *, ema: bool = False):
     """Build a model from a component directory: `build(config) -> nn.Module`, then load.
 
@@ -104,33 +115,21 @@ def load_component(path: str | Path, config_cls: type[C], build, *, ema: bool = 
     path = Path(path)
     config = load_config(path, config_cls)
     module = build(config)
-    file = path / EMA_FILE if ema and (path / EMA_FILE).is_file() else path / WEIGHTS_FILE
-    load_state_strict(module, load_tensors(file), str(path))
+    load_state_strict(module, load_tensors(weights_file(path, ema)), str(path))
     return module.eval()
 
 
 def load_initial_weights(module: "torch.nn.Module", path: str | Path, config: Config) -> None:
     """Start `module` (built from `config`) from the weights of a component dir, or of a
-    pipeline dir's denoiser (its model.json names the folder): the EMA weights when present,
-    cast to the module's dtypes (a release may store float16). A different network config is
-    refused with the first field that differs; nothing is loaded then."""
-    path = Path(path)
-    component = path
-    if (path / "model.json").is_file():
-        import json
+    pipeline dir's denoiser (the folder its model.json names): the EMA weights when present
+    (a float16 release loads into float32 parameters as it does at inference). A different
+    network config is refused with the fields that differ; nothing is loaded then."""
+    from kinema.pipeline import PIPELINE_FILE, PipelineConfig
 
-        try:
-            component = path / json.loads((path / "model.json").read_text(encoding="utf-8")).get("denoiser", ".")
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{path}/model.json cannot be read: {e}") from None
-    found = load_config(component, type(config))
-    theirs, ours = found.to_dict(), config.to_dict()
-    differing = [k for k in ours if theirs.get(k) != ours[k]]
-    if differing:
-        k = differing[0]
-        raise CheckpointError(f"model.init {path}: its network differs from this run's ({k}: {theirs.get(k)} there, "
-                              f"{ours[k]} here)")
-    file = component / EMA_FILE if (component / EMA_FILE).is_file() else component / WEIGHTS_FILE
-    own = module.state_dict()
-    state = {k: v.to(own[k].dtype) if k in own else v for k, v in load_tensors(file).items()}
-    load_state_strict(module, state, str(component))
+    path = Path(path)
+    component = path / PipelineConfig.load(path / PIPELINE_FILE).denoiser if (path / PIPELINE_FILE).is_file() else path
+    found = load_config(component, type(config)).to_dict()
+    if found != config.to_dict():
+        raise CheckpointError(f"model.init {path} holds a different network "
+                              f"({config_difference(found, config.to_dict(), 'there', 'in this run')})")
+    load_state_strict(module, load_tensors(weights_file(component, ema=True)), str(component))

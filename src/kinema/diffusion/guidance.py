@@ -36,16 +36,22 @@ def bind(denoiser: Any, **cond: Any) -> Bound:
     return Bound(denoiser, cond)
 
 
+def _expand_cond(cond: Mapping[str, Any], batch: int) -> dict[str, Any]:
+    """The conditioning alone for a batch of `batch`: batch-1 tensors expanded."""
+    return {k: v.expand(batch, *v.shape[1:]) if isinstance(v, Tensor) and v.shape[0] == 1 else v
+            for k, v in cond.items()}
+
+
 def _stack_cond(cond: Mapping[str, Any], uncond: Mapping[str, Any], batch: int) -> dict[str, Any]:
     """Conditioning for the doubled batch [cond; uncond]: tensors are concatenated along dim 0
     (a batch-1 tensor is first expanded to the batch), None stays None, other values must agree."""
     if set(cond) != set(uncond):
         raise ValueError(f"cond and uncond need the same keys, got {sorted(cond)} and {sorted(uncond)}")
     out: dict[str, Any] = {}
-    for key, c in cond.items():
+    uncond = _expand_cond(uncond, batch)
+    for key, c in _expand_cond(cond, batch).items():
         u = uncond[key]
         if isinstance(c, Tensor) and isinstance(u, Tensor):
-            c, u = (v.expand(batch, *v.shape[1:]) if v.shape[0] == 1 else v for v in (c, u))
             if c.shape != u.shape:
                 raise ValueError(f"cond[{key!r}] {tuple(c.shape)} and uncond {tuple(u.shape)} differ; pad both alike")
             out[key] = torch.cat([c, u])  # (2B, ...)
@@ -54,12 +60,6 @@ def _stack_cond(cond: Mapping[str, Any], uncond: Mapping[str, Any], batch: int) 
         else:
             raise ValueError(f"cond[{key!r}] and uncond[{key!r}] must both be tensors, both None, or equal")
     return out
-
-
-def _expand_cond(cond: Mapping[str, Any], batch: int) -> dict[str, Any]:
-    """The conditioning alone for a batch of `batch`: batch-1 tensors expanded."""
-    return {k: v.expand(batch, *v.shape[1:]) if isinstance(v, Tensor) and v.shape[0] == 1 else v
-            for k, v in cond.items()}
 
 
 class ClassifierFree:

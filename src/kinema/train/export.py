@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     """python -m kinema.train.export SOURCE DEST [key=value ...]: write a release copy.
 
     Keys: steps, sampler, guidance, guidance_interval (JSON: [lo, hi] or null), shift (model.json's
-    sampling defaults) and dtype (float32
-    or float16, how the denoiser's weights are stored).
+    sampling defaults) and dtype (float32 or float16, how the denoiser's weights are stored).
     """
     import json
     import sys
@@ -92,8 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) < 2:
         raise SystemExit("usage: python -m kinema.train.export SOURCE DEST [steps=N sampler=NAME guidance=G guidance_interval=[LO,HI] shift=S dtype=float16]")
     defaults = {k: json.loads(v) if k not in ("sampler", "dtype") else v for k, v in (a.split("=", 1) for a in args[2:])}
-    if "guidance" in defaults:
-        defaults["guidance"] = float(defaults["guidance"])  # model.json keeps "2.0", not "2"
+    defaults.update({k: float(defaults[k]) for k in ("guidance", "shift") if k in defaults})  # "2.0", not "2"
     if defaults.get("guidance_interval") is not None:  # guidance_interval=[0.8,1] or null
         defaults["guidance_interval"] = tuple(float(v) for v in defaults["guidance_interval"])
     print(release_pipeline(Path(args[0]), Path(args[1]), **defaults))

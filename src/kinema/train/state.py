@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kinema.checkpoint import CheckpointError, load_state_strict, load_tensors
+from kinema.checkpoint import CheckpointError, config_difference, load_state_strict, load_tensors
 from kinema.fileio import atomic_dir
 from kinema.train.ema import EMA
 
@@ -233,11 +233,6 @@ def _read_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def _config_difference(saved: dict[str, Any], current: dict[str, Any]) -> str:
-    keys = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-    return ", ".join(f"{k}: {saved.get(k)!r} in checkpoint vs {current.get(k)!r} now" for k in keys[:3])
-
-
 def load_checkpoint(
     path: str | Path,
     *,
@@ -252,7 +247,7 @@ def load_checkpoint(
     state = _read_state(path)
     if state["model_config"] != model_config:
         raise CheckpointError(
-            f"checkpoint {path} was written for a different model ({_config_difference(state['model_config'], model_config)})"
+            f"checkpoint {path} was written for a different model ({config_difference(state['model_config'], model_config)})"
         )
     weights = load_tensors(path / MODEL_FILE)
     ema_weights = load_tensors(path / EMA_FILE)
