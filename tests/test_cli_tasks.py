@@ -57,6 +57,10 @@ def test_edit_strength_zero_returns_the_fitted_input(model, clip, tmp_path, caps
     assert main(["edit", clip, "--prompt", PROMPT, "--strength", "0.8", "--model", model, "-o", str(edited),
                  "--steps", "3"]) == 0
     assert not np.array_equal(np.load(edited), got)
+    flowed = tmp_path / "flowed.npy"
+    assert main(["edit", clip, "--prompt", PROMPT, "--method", "flowedit", "--source-prompt", "a clip",
+                 "--strength", "0.8", "--model", model, "-o", str(flowed), "--steps", "3"]) == 0
+    assert np.load(flowed).shape == got.shape and not np.array_equal(np.load(flowed), got)
 
 
 def test_inpaint_keeps_pixels_outside_the_mask(model, clip, tmp_path):
@@ -82,6 +86,8 @@ def test_inpaint_keeps_pixels_outside_the_mask(model, clip, tmp_path):
     ("predict", ["--method", "paste"], "unknown method"),
     ("edit", ["--prompt", "x", "--strength", "1.5"], "--strength must be in [0, 1]"),
     ("edit", ["--prompt", "x", "--frames", "13"], "has 12 frames; 13 asked for"),
+    ("edit", ["--prompt", "x", "--source-prompt", "y"], "--source-prompt is only used by --method flowedit"),
+    ("edit", ["--prompt", "x", "--method", "flowedit", "--sampler", "heun"], "flowedit does not take sampler"),
     ("inpaint", ["--mask", "/nonexistent.png"], "nonexistent.png"),
 ])
 def test_bad_input_is_one_line_and_exit_2(model, clip, tmp_path, command, extra, message):

@@ -219,3 +219,48 @@ def test_retime_spreads_motion_that_ends_early_over_the_whole_clip():
     torch.testing.assert_close(out[0, 0, :, 0, 0], torch.arange(t, dtype=torch.float32) / (t - 1))
     assert torch.equal(out[:, :, 0], video[:, :, 0]) and torch.equal(out[:, :, -1], video[:, :, arrival])
     assert torch.equal(clips.retime(video, t - 1), video)
+
+
+class ShiftedTarget:
+    """A two-condition analytic denoiser for FlowEdit: the source half of the batch (the
+    last half) always predicts the clean clip `clean`, the target half `clean + shift`."""
+
+    path = FLOW
+
+    def __init__(self, clean, shift):
+        self.clean, self.shift = clean, shift
+
+    def __call__(self, x, sigma):
+        return torch.cat([self.clean + self.shift, self.clean]).expand_as(x)
+
+
+def test_flowedit_moves_the_clip_by_exactly_what_the_two_conditions_disagree_on():
+    """If the target's clean estimate is the source's plus a constant c, the flow ODE of the
+    edit is de/dsigma = (e - c)/sigma, whose Euler steps from e = 0 telescope to e = c at
+    sigma = 0: the edit is init + c exactly, whatever the noise drawn at each level."""
+    from kinema.tasks.flowedit import flow_edit_loop
+
+    init = torch.randn(2, 3, 4, 2, 2, generator=torch.Generator().manual_seed(0))
+    shift = torch.randn(1, 3, 1, 1, 1, generator=torch.Generator().manual_seed(1))
+    sigmas = FlowSchedule(shift=3.0).sigmas(10)
+    sigmas = sigmas[sigmas <= 0.9].tolist()
+    clean = torch.randn(init.shape, generator=torch.Generator().manual_seed(3))
+    out = flow_edit_loop(ShiftedTarget(clean, shift), FLOW, init, sigmas, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out, init + shift.expand_as(init), rtol=0, atol=1e-5)
+    same = flow_edit_loop(ShiftedTarget(clean, 0.0), FLOW, init, sigmas, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(same, init, rtol=0, atol=1e-6)  # no disagreement: the clip stays
+
+
+def test_flowedit_on_a_pipeline_keeps_the_clip_when_the_prompts_agree(pipe):
+    clip = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    assert torch.equal(clips.edit(pipe, [""], clip, strength=0.0, method="flowedit"), clip)
+    init = clips.encode(pipe, clip)
+    # This pipeline has no text encoder: every prompt is the same condition, so nothing moves.
+    same = clips.edit(pipe, ["a"], clip, strength=0.9, method="flowedit", source_prompts=["b"], steps=4)
+    torch.testing.assert_close(same, pipe.decode(init), rtol=0, atol=1e-4)
+    with pytest.raises(KinemaError, match="flowedit does not take sampler"):
+        clips.edit(pipe, [""], clip, strength=0.5, method="flowedit", sampler="heun")
+    with pytest.raises(KinemaError, match="only used by the flowedit"):
+        clips.edit(pipe, [""], clip, strength=0.5, source_prompts=["x"])
+    with pytest.raises(KinemaError, match="unknown edit method"):
+        clips.edit(pipe, [""], clip, strength=0.5, method="invert")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 import pytest
@@ -99,6 +101,28 @@ def test_clip_source_needs_an_index_and_other_sources_refuse_one():
     base["data"]["sources"] = [{"type": "shapes", "index": "x.jsonl"}]
     with pytest.raises(ConfigError, match="only for type 'clips'"):
         RunConfig.from_dict(base)
+
+
+@pytest.mark.parametrize("source, message", [
+    ({"type": "shapes", "shapes": ["hexagon"]}, "unknown shape 'hexagon'; expected one of circle, square, triangle"),
+    ({"type": "shapes", "sizes": []}, "needs at least one size"),
+    ({"type": "dev", "shapes": ["square"]}, "'shapes' and 'sizes' are only for type 'shapes'"),
+])
+def test_shapes_source_object_filters_are_checked(source, message):
+    base = load_run_config(TINY_DIT).to_dict()
+    base["data"]["sources"] = [source]
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.from_dict(base)
+
+
+def test_squares_fine_tune_config_starts_from_the_shipped_model_with_a_squares_source():
+    config = load_run_config(CONFIGS / "default-t2v-squares.toml")
+    default = load_run_config(CONFIGS / "default-t2v.toml")
+    assert config.model.init == "src/kinema/weights/default"
+    assert config.model.resolve() == default.model.resolve()  # the same network as the shipped one
+    original, squares = config.data.sources
+    assert original == dataclasses.replace(default.data.sources[0], weight=0.65)
+    assert squares.shapes == ("square",) and squares.world_seed != original.world_seed
 
 
 @pytest.fixture

@@ -312,6 +312,17 @@ def test_dataset_never_yields_held_out_objects_and_mixes_counts_at_the_configure
     assert len(seen) == 72 - 11  # every training combination appears
 
 
+def test_dataset_object_filters_draw_only_those_objects_of_the_split():
+    ds = ShapesDataset(seed=0, frames=1, size=(8, 8), shapes=("square",), sizes=("small",))
+    scenes = [parse_caption(ds[i]["caption"]) for i in range(400)]
+    objects = [o for scene in scenes for o in scene.objects]
+    assert {(o.shape, o.size) for o in objects} == {("square", "small")}
+    assert not any(is_held_out(o) for o in objects)
+    assert any(len(s.objects) == 0 for s in scenes) and any(len(s.objects) == 2 for s in scenes)
+    with pytest.raises(KinemaError, match="unknown shape"):
+        ShapesDataset(shapes=("hexagon",))
+
+
 def test_dataset_rejects_bad_configuration():
     with pytest.raises(KinemaError, match="split"):
         ShapesDataset(split="validation")

@@ -52,11 +52,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_sampling_options(p)
     p.set_defaults(func=_predict)
 
-    p = subparsers.add_parser("edit", help="restyle a clip under a new prompt (SDEdit)",
-                              description="Noise a clip to --strength and denoise it under --prompt; strength 0 returns the input.")
+    p = subparsers.add_parser("edit", help="restyle a clip under a new prompt (SDEdit or FlowEdit)",
+                              description="Noise a clip to --strength and denoise it under --prompt (sdedit), or move it "
+                                          "from --source-prompt to --prompt (flowedit); strength 0 returns the input.")
     p.add_argument("clip")
     p.add_argument("--prompt", required=True)
     p.add_argument("--strength", type=non_negative_float, default=0.7, help="0 keeps the input, 1 ignores it (default 0.7)")
+    p.add_argument("--method", dest="edit_method", choices=("sdedit", "flowedit"), default="sdedit",
+                   help="sdedit (default): regenerate from noise level --strength; flowedit: change only what "
+                        "--prompt and --source-prompt disagree on (Kulikov et al. 2024)")
+    p.add_argument("--source-prompt", help="flowedit: what the input clip shows (default: the empty prompt)")
+    p.add_argument("--source-guidance", type=non_negative_float, default=1.5,
+                   help="flowedit: guidance on the source prompt (default 1.5)")
     p.add_argument("--frames", type=positive_int, help="frames taken from the clip (default: the model's)")
     add_sampling_options(p)
     p.set_defaults(func=_edit)
@@ -171,9 +178,15 @@ def _edit(args: argparse.Namespace) -> int:
 
     if args.strength > 1:
         raise KinemaError(f"--strength must be in [0, 1], got {args.strength}")
+    options: dict = {}
+    if args.edit_method == "flowedit":
+        options = {"source_prompts": [args.source_prompt or ""], "source_guidance": args.source_guidance}
+    elif args.source_prompt is not None:
+        raise KinemaError("--source-prompt is only used by --method flowedit")
     pipe = load_pipeline(args)
     clip = read_clip(args.clip, pipe, args.frames, exact=args.frames is not None)
-    return write(args, pipe, edit(pipe, [args.prompt], clip, strength=args.strength, **sampling_kwargs(args)))
+    return write(args, pipe, edit(pipe, [args.prompt], clip, strength=args.strength, method=args.edit_method,
+                                  **options, **sampling_kwargs(args)))
 
 
 def read_mask(path: str, pipe, frames: int):

@@ -15,6 +15,7 @@ from torch import Tensor
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline
 from kinema.models.vae3d import block_mean
+from kinema.tasks.flowedit import flow_edit
 from kinema.tasks.known import Known, known_at
 from kinema.tasks.t2v import sample_latents
 
@@ -72,16 +73,38 @@ def predict(pipe: Pipeline, prompts: list[str], clip: Tensor, *, frames: int | N
     return pipe.decode(out)
 
 
+EDIT_METHODS = ("sdedit", "flowedit")
+
+
 @torch.no_grad()
-def edit(pipe: Pipeline, prompts: list[str], clip: Tensor, *, strength: float, **sampling: Any) -> Tensor:
-    """SDEdit (Meng et al. 2022): noise `clip`'s latents to `strength` and denoise them under
-    the new prompt. Strength 0 returns the input itself; 1 ignores it."""
+def edit(pipe: Pipeline, prompts: list[str], clip: Tensor, *, strength: float, method: str = "sdedit",
+         source_prompts: list[str] | None = None, source_guidance: float = 1.5, **sampling: Any) -> Tensor:
+    """Restyle `clip` (B, 3, T, H, W) under `prompts`. Strength 0 returns the input itself.
+
+    "sdedit" (Meng et al. 2022): noise the clip's latents to `strength` and denoise them
+    under the new prompt; 1 ignores the input. "flowedit" (kinema.tasks.flowedit): move the
+    clip by the difference between the flows under the new prompt and `source_prompts` (what
+    the clip shows; default the empty prompt) from level `strength` down, so that what both
+    prompts agree on stays where it is; it takes `steps`, `guidance` and `seeds` only.
+    """
     if not 0.0 <= strength <= 1.0:
         raise KinemaError(f"strength must be in [0, 1], got {strength}")
+    if method not in EDIT_METHODS:
+        raise KinemaError(f"unknown edit method {method!r}; expected one of {', '.join(EDIT_METHODS)}")
+    if method == "sdedit" and source_prompts is not None:
+        raise KinemaError("a source prompt is only used by the flowedit method")
     if strength == 0.0:
         return clip.clone()
     init = encode(pipe, clip)
-    out = sample_latents(pipe, prompts, tuple(init.shape), init=init, strength=strength, **sampling)
+    if method == "flowedit":
+        ignored = sorted(k for k, v in sampling.items() if v is not None and k not in ("steps", "guidance", "seeds"))
+        if ignored:
+            raise KinemaError(f"flowedit does not take {', '.join(ignored)} (it steps the levels itself, guided at each)")
+        sources = [""] * len(prompts) if source_prompts is None else list(source_prompts)
+        out = flow_edit(pipe, prompts, sources, init, strength=strength, source_guidance=source_guidance,
+                        **{k: v for k, v in sampling.items() if v is not None})
+    else:
+        out = sample_latents(pipe, prompts, tuple(init.shape), init=init, strength=strength, **sampling)
     return pipe.decode(out)
 
 

@@ -16,10 +16,10 @@ if TYPE_CHECKING:
     from kinema.tasks.known import Known
 
 
-def guided_denoiser(pipe: Pipeline, prompts: Sequence[str], guidance: float, known: dict | None = None,
+def guided_denoiser(pipe: Pipeline, prompts: Sequence[str], guidance: float | Tensor, known: dict | None = None,
                     interval: tuple[float, float] | None = None):
     """The denoiser D(x, sigma) for `prompts` with classifier-free guidance at `guidance`
-    (only at noise levels inside `interval`, when given).
+    (a number, or one per prompt (B,); only at noise levels inside `interval`, when given).
 
     The null condition is the empty prompt (the text encoder's no-text states); prompts and
     nulls are encoded in one call so both are padded to the same length. `known` is the
@@ -33,7 +33,7 @@ def guided_denoiser(pipe: Pipeline, prompts: Sequence[str], guidance: float, kno
     n = len(prompts)
     states, mask = pipe.text.encode(list(prompts) + [""] * n)
     cond = {"context": states[:n], "context_mask": mask[:n], **extra}
-    if guidance == 1.0:
+    if not isinstance(guidance, Tensor) and guidance == 1.0:
         return bind(denoiser, **cond)
     return cfg(denoiser, guidance, cond, {"context": states[n:], "context_mask": mask[n:], **extra}, interval=interval)
 

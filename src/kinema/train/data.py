@@ -50,7 +50,8 @@ class ShapesSource:
     def __init__(self, spec: SourceSpec, data: DataSpec) -> None:
         self.name = "shapes"
         self.frames = data.frames
-        self.dataset = ShapesDataset(seed=spec.world_seed, frames=data.frames, size=(data.height, data.width), split=spec.split)
+        self.dataset = ShapesDataset(seed=spec.world_seed, frames=data.frames, size=(data.height, data.width), split=spec.split,
+                                     shapes=spec.shapes, sizes=spec.sizes)
         self.size = spec.items or UNBOUNDED
 
     def get(self, index: int, frames: int) -> tuple[torch.Tensor, str]:

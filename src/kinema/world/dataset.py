@@ -27,13 +27,15 @@ def video_to_tensor(video: np.ndarray) -> torch.Tensor:
 class ShapesDataset(IterableDataset):
     """Shapes clips: `dataset[i]` -> {"video": float32 (C, T, H, W) in [-1, 1], "caption": str}.
 
+    `shapes` / `sizes` (optional) keep only objects of those shapes and sizes.
+
     As a torch IterableDataset it yields items start + rank + world_size * m, m = 0, 1, ...
     forever (see `iterate`); `start`, `rank` and `world_size` are set at construction.
     """
 
     def __init__(self, seed: int = 0, frames: int = 17, size: tuple[int, int] = (64, 64), split: str = "train",
                  p_empty: float = 0.05, p_two: float = 0.3, *, start: int = 0, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, shapes: tuple[str, ...] | None = None, sizes: tuple[str, ...] | None = None):
         super().__init__()
         if split not in SPLITS:
             raise KinemaError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -45,13 +47,19 @@ class ShapesDataset(IterableDataset):
         self.seed, self.frames, self.size, self.split = int(seed), int(frames), (int(size[0]), int(size[1])), split
         self.p_empty, self.p_two = float(p_empty), float(p_two)
         self.start, self.rank, self.world_size = int(start), int(rank), int(world_size)
-        random_scene(np.random.default_rng(0), split=split, p_empty=p_empty, p_two=p_two)  # validate the rates now
+        self.shapes = None if shapes is None else tuple(shapes)
+        self.sizes = None if sizes is None else tuple(sizes)
+        self._draw(np.random.default_rng(0))  # validate the rates and filters now
+
+    def _draw(self, rng: np.random.Generator):
+        return random_scene(rng, split=self.split, p_empty=self.p_empty, p_two=self.p_two,
+                            shapes=self.shapes, sizes=self.sizes)
 
     def __getitem__(self, index: int) -> dict:
         if index < 0:
             raise IndexError(f"an infinite dataset has no negative index, got {index}")
         rng = np.random.default_rng([self.seed, int(index)])
-        scene = random_scene(rng, split=self.split, p_empty=self.p_empty, p_two=self.p_two)
+        scene = self._draw(rng)
         rendering = render(scene, frames=self.frames, size=self.size, rng=rng)
         return {"video": video_to_tensor(rendering.video), "caption": format_caption(scene)}
 
