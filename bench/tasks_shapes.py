@@ -36,8 +36,9 @@ inpaint      Object removal: the region is the object's bounding box in each fra
              passes as an empty background; object_px: share of region pixels still
              classified as the object's colour; region_dev_max: largest RGB distance
              (0..441) from the true background colour inside the region.
-edit         SDEdit at `--strength` (0.7) with the colour word changed (to a colour that
-             keeps the object in the training split; no method: edit keeps nothing exactly).
+edit         editing at `--strength` (0.7) with the colour word changed (to a colour that
+             keeps the object in the training split), by each of `--edit-methods`: SDEdit,
+             or FlowEdit told the rendered clip's caption as its source prompt.
              judge_pass: share of clips the judge passes for the new caption;
              within_2px: share of frames whose new-colour centroid is within 2 px of the
              original trajectory; old_color_frames: share of frames where an object of the
@@ -104,6 +105,7 @@ from kinema.eval.trajectory import (
 from kinema.pipeline import Pipeline
 from kinema.tasks import clips as tasks
 from kinema.tasks.extend import extend
+from kinema.tasks.clips import EDIT_METHODS
 from kinema.tasks.known import METHODS
 from kinema.weights import DEFAULT_PIPELINE_DIR
 from kinema.world.dataset import video_to_tensor
@@ -312,7 +314,8 @@ def measure_inpaint(pipe, batch, method, sampling, *, margin=3, region="frame", 
 def measure_edit(pipe, batch, method, sampling, *, strength=0.7, seed=0, index=0, **_):
     video = torch.stack([c.video for c in batch])
     captions = [recoloured(c, np.random.default_rng([seed, index + i, 7])) for i, c in enumerate(batch)]
-    out = tasks.edit(pipe, captions, video, strength=strength, **sampling)
+    sources = {"source_prompts": [c.caption for c in batch]} if method == "flowedit" else {}
+    out = tasks.edit(pipe, captions, video, strength=strength, method=method, **sources, **sampling)
     rows = []
     for c, caption, v in zip(batch, captions, out):
         new = parse_caption(caption).objects[0]
@@ -398,7 +401,7 @@ MEASURES: dict[str, Callable[..., list[dict]]] = {
 def run_task(pipe: Pipeline, task: str, clips: list[ShapesClip], method: str | None, *, steps: int | None = None,
              guidance: float | None = None, seed: int = 0, batch: int = 8, **options: Any) -> list[dict]:
     """Per-clip figures (dicts, in clip order, each with its "caption") of `task` by `method`
-    (None for edit). Clip i samples with seed `seed + i`, so every method sees the same noise."""
+    (an edit method for edit). Clip i samples with seed `seed + i`, so every method sees the same noise."""
     rows = []
     for start in range(0, len(clips), batch):
         part = clips[start:start + batch]
@@ -465,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="clip and sampling seed (default 0)")
     p.add_argument("--context", type=int, default=5, help="given frames for predict and long, 1 + 4k (default 5)")
     p.add_argument("--strength", type=float, default=0.7, help="edit strength (default 0.7)")
+    p.add_argument("--edit-methods", default="sdedit",
+                   help=f"edit methods, some of {','.join(EDIT_METHODS)} (flowedit is told the rendered caption as "
+                        "its source; default sdedit)")
     p.add_argument("--margin", type=int, default=3,
                    help="px the removal region extends past the object's box (default 3)")
     p.add_argument("--region", choices=("frame", "union"), default="frame",
@@ -476,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--clips and --long-clips must be at least 1")
     chosen_tasks = _names(args.tasks, TASKS, "task")
     methods = _names(args.methods, METHODS, "method")
+    edit_methods = _names(args.edit_methods, EDIT_METHODS, "edit method")
 
     torch.manual_seed(0)
     pipe = Pipeline.load(args.model)
@@ -490,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     table = []
     for task in chosen_tasks:
         results[task] = {}
-        for method in (methods if task in KNOWN_CONTENT_TASKS else [None]):
+        for method in (methods if task in KNOWN_CONTENT_TASKS else edit_methods):
             t0 = time.perf_counter()
             rows = run_task(pipe, task, long_clips if task == "long" else clips, method, **options)
             seconds = time.perf_counter() - t0
@@ -509,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {"model": args.model, "frames": c.frames, "size": list(size), "steps": args.steps or c.steps,
                   "guidance": args.guidance if args.guidance is not None else c.guidance, "clips": args.clips,
                   "long_clips": args.long_clips, "long_frames": args.long_frames, "seed": args.seed,
-                  "methods": methods, "options": {k: options[k] for k in ("context", "strength", "margin", "region")},
+                  "methods": methods, "edit_methods": edit_methods, "options": {k: options[k] for k in ("context", "strength", "margin", "region")},
                   "targets": {f"{t}.{f}": f"{op} {v:g}" for (t, f), (op, v) in TARGETS.items()},
                   "results": results}
         Path(args.out).write_text(json.dumps(_json_safe(report), indent=1) + "\n")

@@ -349,3 +349,25 @@ def test_get_sampler_and_errors():
     for bad in (torch.tensor([0.5, 0.7, 0.0]), torch.tensor([1.5, 0.0]), torch.ones(2, 3)):
         with pytest.raises(KinemaError, match="sigmas"):
             S.sample_euler(GaussianDenoiser(FLOW), torch.zeros(1, 2), bad)
+
+
+@pytest.mark.parametrize("steps", [7, 10, 20])
+@pytest.mark.parametrize("strength", [0.3, 0.7, 0.75, 1.0])
+def test_edit_strength_takes_the_steps_diffusers_img2img_takes(steps, strength):
+    """Strength is the share of the N steps redone: diffusers' SD3 img2img and Wan video2video
+    pipelines start at scheduler.timesteps[int(N - N * strength)] (their get_timesteps),
+    computed here in exact decimals: in floats 10 * 0.7 > 7 and diffusers starts a step early."""
+    from fractions import Fraction
+
+    diffusers = pytest.importorskip("diffusers")
+    from kinema.tasks.t2v import edit_levels
+
+    sched = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
+    sched.set_timesteps(steps)
+    t_start = math.floor(max(steps - min(steps * Fraction(str(strength)), steps), 0))  # get_timesteps
+    # on diffusers' own grid (it ends at sigma 1/1000 before the final 0) the same levels
+    torch.testing.assert_close(edit_levels(sched.sigmas.double(), strength), sched.sigmas[t_start:].double())
+    ours = edit_levels(FlowSchedule(shift=3.0).sigmas(steps), strength)
+    assert len(ours) == len(sched.sigmas) - t_start
+    if strength == 0.7 and steps in (10, 20):  # 7 of 10 (14 of 20) steps: from t = 2/3 (0.68), sigma 0.857 (0.867)
+        assert ours[0].item() == pytest.approx(0.857 if steps == 10 else 0.867, abs=1e-3)

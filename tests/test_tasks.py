@@ -122,12 +122,13 @@ def test_sdedit_strength_zero_returns_the_input_and_low_strength_stays_close(pip
     assert torch.equal(clips.edit(pipe, [""], clip, strength=0.0), clip)
     init = clips.encode(pipe, clip)
     starts = []
+    grid = pipe.schedule.sigmas(10).tolist()
     for strength in (0.3, 0.9):
         seen = []
         out = sample_latents(pipe, [""], tuple(init.shape), init=init, strength=strength, steps=10,
                              callback=lambda info: seen.append(info["sigma"]))
         starts.append(seen[0])
-        assert seen[0] <= strength + 1e-9 and len(seen) < 10
+        assert len(seen) == round(10 * strength) and seen[0] == pytest.approx(grid[10 - round(10 * strength)])
         if strength == 0.3:
             low = (out - init).abs().mean()
         else:

@@ -53,11 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_predict)
 
     p = subparsers.add_parser("edit", help="restyle a clip under a new prompt (SDEdit or FlowEdit)",
-                              description="Noise a clip to --strength and denoise it under --prompt (sdedit), or move it "
-                                          "from --source-prompt to --prompt (flowedit); strength 0 returns the input.")
+                              description="Redo the last --strength share of the sampling trajectory: noise the clip and "
+                                          "denoise it under --prompt (sdedit), or move it from --source-prompt to --prompt "
+                                          "(flowedit); strength 0 returns the input.")
     p.add_argument("clip")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--strength", type=non_negative_float, default=0.7, help="0 keeps the input, 1 ignores it (default 0.7)")
+    p.add_argument("--strength", type=non_negative_float, default=0.7, help="share of the sampling steps redone, as diffusers' img2img counts it: 0 keeps the input, "
+                        "1 ignores it (default 0.7)")
     p.add_argument("--method", dest="edit_method", choices=("sdedit", "flowedit"), default="sdedit",
                    help="sdedit (default): regenerate from noise level --strength; flowedit: change only what "
                         "--prompt and --source-prompt disagree on (Kulikov et al. 2024)")

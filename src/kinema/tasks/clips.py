@@ -81,10 +81,12 @@ def edit(pipe: Pipeline, prompts: list[str], clip: Tensor, *, strength: float, m
          source_prompts: list[str] | None = None, source_guidance: float = 1.5, **sampling: Any) -> Tensor:
     """Restyle `clip` (B, 3, T, H, W) under `prompts`. Strength 0 returns the input itself.
 
-    "sdedit" (Meng et al. 2022): noise the clip's latents to `strength` and denoise them
-    under the new prompt; 1 ignores the input. "flowedit" (kinema.tasks.flowedit): move the
+    `strength` is the share of the sampling trajectory redone (diffusers' rule,
+    kinema.tasks.t2v.edit_levels). "sdedit" (Meng et al. 2022): noise the clip's latents to
+    the level where that share starts and denoise them under the new prompt; 1 ignores the
+    input. "flowedit" (kinema.tasks.flowedit): move the
     clip by the difference between the flows under the new prompt and `source_prompts` (what
-    the clip shows; default the empty prompt) from level `strength` down, so that what both
+    the clip shows; default the empty prompt) over the same levels, so that what both
     prompts agree on stays where it is; it takes `steps`, `guidance` and `seeds` only.
     """
     if not 0.0 <= strength <= 1.0:

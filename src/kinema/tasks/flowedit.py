@@ -19,7 +19,7 @@ from torch import Tensor
 from kinema.diffusion.samplers import generators, randn
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline
-from kinema.tasks.t2v import empty_conditioning, guided_denoiser
+from kinema.tasks.t2v import edit_levels, empty_conditioning, guided_denoiser
 
 
 def _step(path, x: Tensor, x0: Tensor, sigma: float, sigma_next: float) -> Tensor:
@@ -37,8 +37,8 @@ def flow_edit(pipe: Pipeline, prompts: Sequence[str], source_prompts: Sequence[s
     """Latents (B, C, t, h, w) of `init` (the clip's latents, same shape) edited from what
     `source_prompts` describe to `prompts`.
 
-    The edit runs over the grid's levels at or below `strength` (FlowEdit's n_max; 0 returns
-    `init`), one network call per level on the target and source points together. Guidance:
+    The edit runs the grid's last steps * strength steps (kinema.tasks.t2v.edit_levels;
+    FlowEdit's n_max out of T; 0 returns `init`), one network call per level on the target and source points together. Guidance:
     `guidance` (the model's default) on the target, `source_guidance` on the source, as the
     paper guides the source less than the target. Noise per sample as in sample_latents.
     """
@@ -53,8 +53,7 @@ def flow_edit(pipe: Pipeline, prompts: Sequence[str], source_prompts: Sequence[s
         raise KinemaError(f"steps must be >= 1, got {steps}")
     if guidance < 0 or source_guidance < 0:
         raise KinemaError(f"guidance must be >= 0, got {guidance} (target) and {source_guidance} (source)")
-    sigmas = pipe.schedule.sigmas(steps)
-    sigmas = sigmas[int((sigmas > strength).sum()):].tolist()
+    sigmas = edit_levels(pipe.schedule.sigmas(steps), strength).tolist()
     if len(sigmas) < 2 or strength == 0.0:
         return init.clone()
     n = len(prompts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
@@ -47,6 +48,17 @@ def empty_conditioning(pipe: Pipeline, shape: Sequence[int], device: torch.devic
     return {"cond": torch.zeros(b, channels, t, h, w, device=device)}
 
 
+def edit_levels(sigmas: Tensor, strength: float) -> Tensor:
+    """The tail of a grid of N steps (N + 1 levels) that an edit at `strength` runs: the last
+    N * strength steps, as diffusers' img2img and video2video pipelines take them
+    (t_start = int(N - N * strength)), less their floating-point slip (10 * 0.7 is
+    7.000000000000001 in floats, so diffusers redoes 8 of 10 steps at 0.7). Strength is the
+    share of the trajectory redone, not a noise level: on the default model's grid (shift 3,
+    10 steps) strength 0.7 starts at sigma 0.857."""
+    steps = len(sigmas) - 1
+    return sigmas[max(math.floor(steps - steps * strength + 1e-9), 0):]
+
+
 @torch.no_grad()
 def sample_latents(
     pipe: Pipeline,
@@ -70,8 +82,8 @@ def sample_latents(
 
     `known` (kinema.tasks.known) is content the clip must keep, honoured by `method`
     ("trained", "replace" or "guidance"). `init` with `strength` < 1 is SDEdit (Meng et al.
-    2022): `init` latents are noised to the grid's first level at or below `strength` and
-    denoised from there; strength 0 returns `init`. Sample b's noise comes from its own
+    2022): `init` latents are noised to the first level of the grid's last steps * strength
+    steps (`edit_levels`) and denoised from there; strength 0 returns `init`. Sample b's noise comes from its own
     generator (seed `seeds + b`, or `seeds[b]`), so a prompt's clip does not depend on the
     rest of the batch. `guidance_interval` (lo, hi) limits guidance to those noise levels
     ((0, inf) guides every step); when the model's default interval would guide no step of
@@ -105,7 +117,7 @@ def sample_latents(
     sigmas = pipe.schedule.sigmas(steps).to(device)
     x = noise
     if init is not None and strength < 1.0:
-        sigmas = sigmas[int((sigmas > strength).sum()):]  # SDEdit: start at the first level <= strength
+        sigmas = edit_levels(sigmas, strength)  # SDEdit: redo the last steps * strength steps
         if len(sigmas) < 2:
             return init.clone()
         x = pipe.schedule.path.add_noise(init.to(device), noise, sigmas[0].item())
