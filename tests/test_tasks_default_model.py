@@ -10,7 +10,8 @@ docstring says what each figure means): two rendered Shapes clips per criterion,
   prediction);
 - image-to-video: first frame >= 30 dB PSNR against the image, and the judge passes the clip;
 - inpainting (object removal): >= 40 dB PSNR outside the region against the input;
-- editing (colour word changed, strength 0.7): the judge passes the clip for the new caption;
+- editing (colour word changed, strength 0.7, FlowEdit told the rendered caption as its
+  source): the judge passes the clip for the new caption;
 - long video (extend from 5 frames to 41): every chunk boundary crossed while the object is
   inside the canvas departs by <= 2 px from the expected per-frame displacement.
 
@@ -98,7 +99,7 @@ def test_inpainting_keeps_the_pixels_outside_the_region(pipe):
 
 @target_not_met_yet
 def test_editing_changes_the_colour_under_the_judge(pipe):
-    rows = run(pipe, "edit", method=None, strength=0.7)
+    rows = run(pipe, "edit", method="flowedit", strength=0.7)
     assert all(r["judge_pass"] == 1.0 for r in rows), f"the judge fails an edited clip's new caption: {show(rows)}"
 
 
