@@ -93,13 +93,27 @@ def test_objective_task_inputs_hide_nothing_they_should_not():
     objective = build_objective(c, torch.device("cpu"))
     x0, noise = torch.randn(3, 3, 5, 8, 8), torch.randn(3, 3, 5, 8, 8)
     sigma = torch.tensor([0.9, 0.5, 0.3], dtype=torch.float64)
-    frames, cond, weight = objective._task_inputs(x0, noise, sigma, [gen(s) for s in range(3)])
+    frames, cond, weight = objective._task_inputs(x0, noise, sigma, [gen(s) for s in range(3)], [None] * 3)
     assert frames.shape == (3, 5) and torch.equal(frames[:, 1:], sigma[:, None].expand(3, 4))
     ctx = frames[:, 0]
     assert ((ctx >= 0) & (ctx < 0.2)).all() and (ctx == 0).any() and (ctx > 0).any()  # noised on some samples
     expected = objective.schedule.path.add_noise(x0[:, :, :1], noise[:, :, :1], ctx)
     torch.testing.assert_close(cond[:, :3, :1], expected)  # the context as the sampler will see it
     assert cond[:, :3, 1:].abs().max() == 0 and weight[:, :, 0].max() == 0 and weight[:, :, 1:].min() == 1
+
+
+def test_a_sources_own_task_weights_replace_the_runs_for_its_samples():
+    from kinema.train.objectives import build_objective
+
+    c = tiny(TINY_DIT, "diffusion.text_encoder='none'", "model.overrides.cond_channels=4", "diffusion.tasks={text=1.0}")
+    objective = build_objective(c, torch.device("cpu"))
+    x0 = noise = torch.zeros(4, 3, 5, 8, 8)
+    sigma = torch.full((4,), 0.5, dtype=torch.float64)
+    tasks = [None, {"first_last": 1.0}, None, {"first_last": 1.0}]
+    _, cond, _ = objective._task_inputs(x0, noise, sigma, [gen(s) for s in range(4)], tasks)
+    known_frames = cond[:, 3, :, 0, 0]  # (B, t) the mask channel
+    assert known_frames[[0, 2]].max() == 0  # the run's text-only mix: nothing known
+    assert known_frames[[1, 3]].tolist() == [[1, 0, 0, 0, 1]] * 2  # first and last frame known
 
 
 def test_training_with_tasks_end_to_end(tmp_path):

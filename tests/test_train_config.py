@@ -106,12 +106,21 @@ def test_clip_source_needs_an_index_and_other_sources_refuse_one():
 @pytest.mark.parametrize("source, message", [
     ({"type": "shapes", "shapes": ["hexagon"]}, "unknown shape 'hexagon'; expected one of circle, square, triangle"),
     ({"type": "shapes", "sizes": []}, "needs at least one size"),
-    ({"type": "dev", "shapes": ["square"]}, "'shapes' and 'sizes' are only for type 'shapes'"),
+    ({"type": "dev", "shapes": ["square"]}, "'shapes', 'sizes' and 'exits' are only for type 'shapes'"),
+    ({"type": "dev", "exits": True}, "'shapes', 'sizes' and 'exits' are only for type 'shapes'"),
+    ({"type": "shapes", "tasks": {"continue": 1.0}}, "data source shapes tasks: unknown task"),
 ])
 def test_shapes_source_object_filters_are_checked(source, message):
     base = load_run_config(TINY_DIT).to_dict()
     base["data"]["sources"] = [source]
     with pytest.raises(ConfigError, match=message):
+        RunConfig.from_dict(base)
+
+
+def test_source_tasks_need_a_run_trained_with_tasks():
+    base = load_run_config(TINY_DIT).to_dict()
+    base["data"]["sources"] = [{"type": "shapes", "tasks": {"first_frames": 1.0}}]
+    with pytest.raises(ConfigError, match="a data source's tasks need diffusion.tasks"):
         RunConfig.from_dict(base)
 
 

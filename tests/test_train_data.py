@@ -13,7 +13,7 @@ from kinema.errors import KinemaError
 from kinema.media import write_image, write_video
 from kinema.train import distributed
 from kinema.train.config import DataSpec, SourceSpec
-from kinema.train.data import ClipSource, TrainBatches, batch_loader, build_source, read_index, step_frames
+from kinema.train.data import ClipSource, TrainBatches, batch_loader, build_source, plan_sample, read_index, step_frames
 from train_utils import TINY_DIT, tiny
 
 torch.set_num_threads(1)
@@ -71,6 +71,16 @@ def test_mixture_weights_choose_sources_in_proportion(tmp_path):
     captions = [c for j in range(3) for c in batches[j]["captions"]]
     share = captions.count("zeros") / len(captions)
     assert 0.12 < share < 0.38  # 1/4 expected
+
+
+def test_batches_carry_each_samples_source_task_weights():
+    data = DataSpec(frames=3, height=8, width=8, sources=(
+        SourceSpec(type="shapes", weight=1.0),
+        SourceSpec(type="shapes", weight=1.0, exits=True, world_seed=1, tasks={"first_frames": 1.0})))
+    batch = TrainBatches(data, seed=0, batch_size=32, grad_accum=1)[0]
+    plans = [plan_sample(np.array([0.5, 0.5]), [2**62, 2**62], 0, 0, g) for g in range(32)]
+    assert batch["tasks"] == [None if src == 0 else {"first_frames": 1.0} for src, _, _ in plans]
+    assert None in batch["tasks"] and {"first_frames": 1.0} in batch["tasks"]
 
 
 def _numbered_clip(n: int, value_step: int = 10) -> np.ndarray:
@@ -182,3 +192,16 @@ def test_cache_holds_the_latents_and_text_states_the_objective_would_compute(tmp
     other = config.replace(data=config.data.replace(height=32, width=32))
     with pytest.raises(KinemaError, match=r"built for other inputs \(differs in: height"):
         open_cache(other, objective, info)
+
+
+def test_cache_fingerprints_ignore_source_fields_left_at_their_defaults():
+    """A source field added to SourceSpec later, at its default, keeps older caches valid;
+    a field set to something else still tells the caches apart."""
+    from kinema.train.cache import _comparable, _source_fields
+
+    new = SourceSpec(type="shapes", items=10).to_dict()
+    old = {k: v for k, v in new.items() if k not in ("exits", "tasks", "shapes", "sizes")}
+    assert _comparable({"sources": [old]}) == _comparable({"sources": [new]})
+    squares = SourceSpec(type="shapes", items=10, shapes=("square",)).to_dict()
+    assert _comparable({"sources": [squares]}) != _comparable({"sources": [new]})
+    assert _source_fields(new) == {"type": "shapes", "items": 10}

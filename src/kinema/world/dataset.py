@@ -27,7 +27,8 @@ def video_to_tensor(video: np.ndarray) -> torch.Tensor:
 class ShapesDataset(IterableDataset):
     """Shapes clips: `dataset[i]` -> {"video": float32 (C, T, H, W) in [-1, 1], "caption": str}.
 
-    `shapes` / `sizes` (optional) keep only objects of those shapes and sizes.
+    `shapes` / `sizes` (optional) keep only objects of those shapes and sizes; `exits` makes
+    every object leave the canvas during the clip or before it (kinema.world.render.exit_start).
 
     As a torch IterableDataset it yields items start + rank + world_size * m, m = 0, 1, ...
     forever (see `iterate`); `start`, `rank` and `world_size` are set at construction.
@@ -35,7 +36,8 @@ class ShapesDataset(IterableDataset):
 
     def __init__(self, seed: int = 0, frames: int = 17, size: tuple[int, int] = (64, 64), split: str = "train",
                  p_empty: float = 0.05, p_two: float = 0.3, *, start: int = 0, rank: int = 0,
-                 world_size: int = 1, shapes: tuple[str, ...] | None = None, sizes: tuple[str, ...] | None = None):
+                 world_size: int = 1, shapes: tuple[str, ...] | None = None, sizes: tuple[str, ...] | None = None,
+                 exits: bool = False):
         super().__init__()
         if split not in SPLITS:
             raise KinemaError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -49,6 +51,7 @@ class ShapesDataset(IterableDataset):
         self.start, self.rank, self.world_size = int(start), int(rank), int(world_size)
         self.shapes = None if shapes is None else tuple(shapes)
         self.sizes = None if sizes is None else tuple(sizes)
+        self.exits = bool(exits)
         self._draw(np.random.default_rng(0))  # validate the rates and filters now
 
     def _draw(self, rng: np.random.Generator):
@@ -60,7 +63,7 @@ class ShapesDataset(IterableDataset):
             raise IndexError(f"an infinite dataset has no negative index, got {index}")
         rng = np.random.default_rng([self.seed, int(index)])
         scene = self._draw(rng)
-        rendering = render(scene, frames=self.frames, size=self.size, rng=rng)
+        rendering = render(scene, frames=self.frames, size=self.size, rng=rng, exits=self.exits)
         return {"video": video_to_tensor(rendering.video), "caption": format_caption(scene)}
 
     def iterate(self, start: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[dict]:

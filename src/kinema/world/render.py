@@ -82,6 +82,28 @@ def start_bounds(obj: ShapeObject, frames: int,
     return (x0_lo + s / 2, x0_hi + s / 2), (y0_lo + depth, y0_hi + depth)
 
 
+def exit_start(obj: ShapeObject, frames: int, size: tuple[int, int],
+               rng: np.random.Generator) -> tuple[float, float]:
+    """A frame-0 centroid from which the object leaves the canvas during the clip, or has
+    left before it: the furthest start that keeps it inside (start_bounds), moved on along
+    its direction by d, uniform in (0, 2 s + D] (s its size, D the clip's displacement). From
+    d > s it is gone by the last frame, from d > s + D it is gone in every frame; across the
+    motion the start is uniform within start_bounds. Clips of objects leaving and staying
+    gone, which the in-canvas rule of SHAPES.md never draws, are what long videos need after
+    an exit (kinema.tasks.extend: the context is then empty and must stay so)."""
+    (x_lo, x_hi), (y_lo, y_hi) = start_bounds(obj, frames, size)
+    x, y = float(rng.uniform(x_lo, x_hi)), float(rng.uniform(y_lo, y_hi))
+    s = object_size_px(obj, size)
+    travel = float(np.abs(displacement_px(obj, frames, size)).sum())
+    d = float(rng.uniform(0.0, 2 * s + travel)) or 1e-3
+    ux, uy = DIRECTION_VECTORS[obj.direction]
+    if ux:
+        x = (x_hi if ux > 0 else x_lo) + ux * d
+    else:
+        y = (y_hi if uy > 0 else y_lo) + uy * d
+    return x, y
+
+
 def _coverage(shape: str, x0: np.ndarray, y0: np.ndarray, s: float, height: int,
               width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame coverage in [0, 1] of a window of pixels holding the shape.
@@ -114,12 +136,14 @@ def _coverage(shape: str, x0: np.ndarray, y0: np.ndarray, s: float, height: int,
 
 def render(scene: Scene, *, frames: int = 17, size: tuple[int, int] = (64, 64),
            rng: np.random.Generator | int | None = None,
-           starts: Sequence[tuple[float, float]] | None = None) -> Rendering:
+           starts: Sequence[tuple[float, float]] | None = None, exits: bool = False) -> Rendering:
     """Render `scene` as a clip of `frames` frames of `size` = (H, W).
 
     Start positions are drawn uniformly from `start_bounds` with `rng` (a Generator, a
     seed, or None for fresh entropy, as np.random.default_rng takes), or given exactly by
     `starts`: one frame-0 centroid (x, y) per object, which must lie within start_bounds.
+    `exits=True` draws every object's start with `exit_start` instead (it leaves the canvas,
+    or has left it, which SHAPES.md's captions never show) and accepts such `starts`.
     Motion is constant velocity: centroid(t) = start + displacement * t / (T - 1).
     """
     if frames < 1:
@@ -132,6 +156,9 @@ def render(scene: Scene, *, frames: int = 17, size: tuple[int, int] = (64, 64),
         gen = np.random.default_rng(rng)
         starts = []
         for obj in objects:
+            if exits:
+                starts.append(exit_start(obj, frames, (height, width), gen))
+                continue
             (x_lo, x_hi), (y_lo, y_hi) = start_bounds(obj, frames, (height, width))
             starts.append((float(gen.uniform(x_lo, x_hi)), float(gen.uniform(y_lo, y_hi))))
     if len(starts) != len(objects):
@@ -144,7 +171,7 @@ def render(scene: Scene, *, frames: int = 17, size: tuple[int, int] = (64, 64),
         (x_lo, x_hi), (y_lo, y_hi) = start_bounds(obj, frames, (height, width))
         x, y = float(start[0]), float(start[1])
         eps = 1e-9
-        if not (x_lo - eps <= x <= x_hi + eps and y_lo - eps <= y <= y_hi + eps):
+        if not exits and not (x_lo - eps <= x <= x_hi + eps and y_lo - eps <= y <= y_hi + eps):
             raise ValueError(f"start {start} of object {k} leaves the canvas; allowed x in "
                              f"[{x_lo:.3f}, {x_hi:.3f}], y in [{y_lo:.3f}, {y_hi:.3f}]")
         # (T, 2) = (2,) + (T, 1) * (2,)
