@@ -58,10 +58,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "(flowedit); strength 0 returns the input.")
     p.add_argument("clip")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--strength", type=non_negative_float, default=0.7, help="share of the sampling steps redone, as diffusers' img2img counts it: 0 keeps the input, "
+    p.add_argument("--strength", type=non_negative_float, default=0.7,
+                   help="share of the sampling steps redone, as diffusers' img2img counts it: 0 keeps the input, "
                         "1 ignores it (default 0.7)")
     p.add_argument("--method", dest="edit_method", choices=("sdedit", "flowedit"), default="sdedit",
-                   help="sdedit (default): regenerate from noise level --strength; flowedit: change only what "
+                   help="sdedit (default): noise the clip and regenerate it; flowedit: change only what "
                         "--prompt and --source-prompt disagree on (Kulikov et al. 2024)")
     p.add_argument("--source-prompt", help="flowedit: what the input clip shows (default: the empty prompt)")
     p.add_argument("--source-guidance", type=non_negative_float, default=1.5,

@@ -84,10 +84,10 @@ def edit(pipe: Pipeline, prompts: list[str], clip: Tensor, *, strength: float, m
     `strength` is the share of the sampling trajectory redone (diffusers' rule,
     kinema.tasks.t2v.edit_levels). "sdedit" (Meng et al. 2022): noise the clip's latents to
     the level where that share starts and denoise them under the new prompt; 1 ignores the
-    input. "flowedit" (kinema.tasks.flowedit): move the
-    clip by the difference between the flows under the new prompt and `source_prompts` (what
-    the clip shows; default the empty prompt) over the same levels, so that what both
-    prompts agree on stays where it is; it takes `steps`, `guidance` and `seeds` only.
+    input. "flowedit" (kinema.tasks.flowedit): move the clip by the difference between the
+    flows under the new prompt and `source_prompts` (what the clip shows; default the empty
+    prompt) over the same levels, so that what both prompts agree on stays where it is; it
+    takes `steps`, `guidance` and `seeds` only.
     """
     if not 0.0 <= strength <= 1.0:
         raise KinemaError(f"strength must be in [0, 1], got {strength}")

