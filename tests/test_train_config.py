@@ -189,3 +189,14 @@ def test_cli_refuses_a_corrupt_checkpoint_in_one_line(tmp_path, capsys, with_tra
     assert kinema.cli.main([*args, "--resume", "--steps", "2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is corrupt: model.safetensors has" in err
+
+
+def test_exits_fine_tune_config_trains_exit_clips_only_as_continuation():
+    config = load_run_config(CONFIGS / "default-t2v-exits.toml")
+    squares = load_run_config(CONFIGS / "default-t2v-squares.toml")
+    assert config.model.resolve() == squares.model.resolve() and config.model.init == "runs/default-t2v-squares/final"
+    assert config.data.cache == squares.data.cache  # the squares run's cache, extended by the new source
+    kept, exits = config.data.sources[:2], config.data.sources[2]
+    assert [dataclasses.replace(s, weight=1.0) for s in kept] == [dataclasses.replace(s, weight=1.0)
+                                                                  for s in squares.data.sources]
+    assert exits.exits and exits.tasks == {"first_frames": 1.0} and exits.world_seed not in (0, 1)

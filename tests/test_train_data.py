@@ -194,6 +194,37 @@ def test_cache_holds_the_latents_and_text_states_the_objective_would_compute(tmp
         open_cache(other, objective, info)
 
 
+def test_a_source_appended_to_the_mixture_is_added_to_the_cache(tmp_path, tiny_vae_dir):
+    from kinema.train.cache import open_cache
+    from kinema.train.objectives import build_objective
+
+    base = (f"diffusion.vae='{tiny_vae_dir}'", "model.overrides.in_channels=4", "data.frames=5", "data.height=16",
+            "data.width=16", f"data.cache='{tmp_path / 'cache'}'")
+    first = tiny(TINY_DIT, *base, "data.sources=[{type='shapes', items=3}]").resolved()
+    info = distributed.setup("cpu")
+    objective = build_objective(first, torch.device("cpu"))
+    open_cache(first, objective, info)
+    shards = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("shard-*")}
+    more = tiny(TINY_DIT, *base, "model.overrides.cond_channels=5", "diffusion.tasks={text=1.0}",
+                "data.sources=[{type='shapes', items=3, weight=3.0}, "
+                "{type='shapes', items=2, world_seed=1, exits=true, tasks={first_frames=1.0}}]").resolved()
+    cache = open_cache(more, objective, info)
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("shard-r*")} == shards  # kept as they were
+    assert sorted(cache.items) == sorted(f"{s}/{t}/{i}" for s, n in ((0, 3), (1, 2)) for t in (1, 5) for i in range(n))
+    source = build_source(more.data.sources[1], more.data)
+    for i in range(2):
+        video, caption = source.get(i, 5)
+        latents, cached_caption, _ = cache.get(1, i, 5)
+        assert cached_caption == caption
+        torch.testing.assert_close(latents, objective.encode_video(video[None])[0], atol=1e-5, rtol=0)
+    mtime = (tmp_path / "cache" / "index.json").stat().st_mtime_ns
+    open_cache(more, objective, info)  # now complete: reopened as it is
+    assert (tmp_path / "cache" / "index.json").stat().st_mtime_ns == mtime
+    fewer = tiny(TINY_DIT, *base, "data.sources=[{type='shapes', items=2}]").resolved()
+    with pytest.raises(KinemaError, match=r"differs in: sources"):
+        open_cache(fewer, objective, info)
+
+
 def test_cache_fingerprints_ignore_source_fields_left_at_their_defaults():
     """A source field added to SourceSpec later, at its default, keeps older caches valid;
     a field set to something else still tells the caches apart."""
@@ -205,3 +236,5 @@ def test_cache_fingerprints_ignore_source_fields_left_at_their_defaults():
     squares = SourceSpec(type="shapes", items=10, shapes=("square",)).to_dict()
     assert _comparable({"sources": [squares]}) != _comparable({"sources": [new]})
     assert _source_fields(new) == {"type": "shapes", "items": 10}
+    assert _source_fields(SourceSpec(type="shapes", items=10, weight=2.0, tasks={"text": 1.0}).to_dict()) == \
+        _source_fields(new)  # how often and for which task items are drawn is not what they are

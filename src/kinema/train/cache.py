@@ -10,9 +10,14 @@ run's frames, and 1 when image batches are on) and index i < items, the entry "s
     DIR/shard-r<rank>-<n>.safetensors    "x/s/T/i": latents (C, t, h, w) float32;
                                          "text/<sha1>": states (L, D) float32, unpadded
 
-The fingerprint (clip geometry, sources, VAE config and weights hash, text encoder) is
-checked on open: a cache built for other data or another VAE is refused, never mixed in.
-Under torchrun each rank encodes a share, and rank 0 writes the index.
+    DIR/shard-s<k>-r<rank>-<n>.safetensors   the same for sources k, ... added to the mixture later
+
+The fingerprint (clip geometry, what decides each source's items, VAE config and weights
+hash, text encoder) is checked on open: a cache built for other data or another VAE is
+refused, never mixed in; sources appended to the mixture are encoded and added, the rest
+kept (a fine-tune that adds a source to a run's data reuses its cache). Mixture and task
+weights are not part of it. Under torchrun each rank encodes a share, and rank 0 writes the
+index.
 """
 
 from __future__ import annotations
@@ -53,11 +58,18 @@ def frame_counts(config: RunConfig) -> list[int]:
     return sorted({d.frames} | ({1} if d.image_prob > 0 else set()))
 
 
+# Source fields that change how often items are drawn or which task they serve, not what an
+# item is: a cache stays valid when they change.
+_NOT_CONTENT = ("weight", "tasks")
+
+
 def _source_fields(source: dict[str, Any]) -> dict[str, Any]:
-    """A source's fields that differ from their defaults, as JSON holds them: a field added
-    to SourceSpec later, left at its default, does not invalidate the caches built before."""
+    """What decides a source's items, as JSON holds it: fields that differ from their
+    defaults (a field added to SourceSpec later, left at its default, does not invalidate
+    the caches built before), less the mixture weight and task weights."""
     defaults = json.loads(json.dumps(SourceSpec(type="shapes").to_dict()))
-    return {k: v for k, v in json.loads(json.dumps(source)).items() if k == "type" or v != defaults.get(k)}
+    return {k: v for k, v in json.loads(json.dumps(source)).items()
+            if k == "type" or (k not in _NOT_CONTENT and v != defaults.get(k))}
 
 
 def _comparable(fp: dict[str, Any]) -> dict[str, Any]:
@@ -106,13 +118,15 @@ class LatentCache:
         return self._tensor(entry["shard"], f"x/{key}"), caption, states
 
 
-def build_cache(folder: Path, config: RunConfig, objective: Any, dist: distributed.DistInfo) -> None:
-    """Encode this rank's share of every item into shards and a partial index."""
+def build_cache(folder: Path, config: RunConfig, objective: Any, dist: distributed.DistInfo,
+                first_source: int = 0) -> None:
+    """Encode this rank's share of every item of sources first_source, ... into shards and
+    a partial index."""
     from safetensors.torch import save_file
 
     sources = [build_source(s, config.data) for s in config.data.sources]
-    keys = [(s, frames, i) for s, spec in enumerate(config.data.sources) for frames in frame_counts(config)
-            for i in range(spec.items)]
+    keys = [(s, frames, i) for s, spec in enumerate(config.data.sources) if s >= first_source
+            for frames in frame_counts(config) for i in range(spec.items)]
     mine = keys[dist.rank :: dist.world_size]
     items: dict[str, dict[str, str]] = {}
     texts: dict[str, str] = {}
@@ -124,6 +138,8 @@ def build_cache(folder: Path, config: RunConfig, objective: Any, dist: distribut
         if not pending:
             return
         name = f"shard-r{dist.rank}-{shard_count:05d}.safetensors"
+        if first_source:  # an extension: its shards beside the ones already there
+            name = f"shard-s{first_source}-r{dist.rank}-{shard_count:05d}.safetensors"
         with atomic_path(folder / name) as tmp:
             save_file(pending, str(tmp))
         for key in pending:
@@ -158,36 +174,66 @@ def build_cache(folder: Path, config: RunConfig, objective: Any, dist: distribut
     atomic_write_text(folder / f"index-r{dist.rank}.json", json.dumps({"items": items, "texts": texts}))
 
 
+def _write_index(folder: Path, dist: distributed.DistInfo, want: dict[str, Any], base: dict[str, Any] | None) -> None:
+    """Rank 0 merges every rank's partial index (into `base`, an existing index, when
+    extending one) and writes index.json with the fingerprint `want`."""
+    distributed.barrier(dist)
+    if dist.is_main:
+        merged: dict[str, Any] = {"format": FORMAT_VERSION, "fingerprint": want,
+                                  "items": dict(base["items"]) if base else {}, "texts": dict(base["texts"]) if base else {}}
+        for r in range(dist.world_size):
+            part = folder / f"index-r{r}.json"
+            data = json.loads(part.read_text(encoding="utf-8"))
+            merged["items"].update(data["items"])
+            merged["texts"].update({k: v for k, v in data["texts"].items() if k not in merged["texts"]})
+        atomic_write_text(folder / INDEX_FILE, json.dumps(merged))
+        for r in range(dist.world_size):
+            (folder / f"index-r{r}.json").unlink()
+    distributed.barrier(dist)
+
+
+def _read_index(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise KinemaError(f"data.cache {folder}: unreadable {INDEX_FILE} ({type(e).__name__}); delete the folder to rebuild") from None
+
+
+def _appended_sources(have: dict[str, Any], want: dict[str, Any]) -> int:
+    """How many sources `have` holds when `want` is `have` with sources added at the end
+    (everything else equal), else 0."""
+    old, new = have.get("sources"), want.get("sources")
+    same_rest = {k: v for k, v in have.items() if k != "sources"} == {k: v for k, v in want.items() if k != "sources"}
+    if not (same_rest and isinstance(old, list) and isinstance(new, list)):
+        return 0
+    return len(old) if 0 < len(old) < len(new) and new[: len(old)] == old else 0
+
+
 def open_cache(config: RunConfig, objective: Any, dist: distributed.DistInfo) -> LatentCache:
-    """Open `data.cache`, building it first when it has no index."""
+    """Open `data.cache`, building it first when it has no index, or encoding only the
+    sources added at the end of the mixture since it was built."""
     folder = Path(config.data.cache)
     want = fingerprint(config, objective)
-    index_file = folder / INDEX_FILE
-    if not index_file.is_file():
+    if not (folder / INDEX_FILE).is_file():
         folder.mkdir(parents=True, exist_ok=True)
         if dist.is_main:
             print(f"kinema train: building the latent cache in {folder}", flush=True)
         build_cache(folder, config, objective, dist)
-        distributed.barrier(dist)
+        _write_index(folder, dist, want, None)
+    index = _read_index(folder)
+    have, wanted = _comparable(index.get("fingerprint") or {}), _comparable(want)
+    kept = _appended_sources(have, wanted) if index.get("format") == FORMAT_VERSION else 0
+    if kept:
         if dist.is_main:
-            merged: dict[str, Any] = {"format": FORMAT_VERSION, "fingerprint": want, "items": {}, "texts": {}}
-            for r in range(dist.world_size):
-                part = folder / f"index-r{r}.json"
-                data = json.loads(part.read_text(encoding="utf-8"))
-                merged["items"].update(data["items"])
-                merged["texts"].update(data["texts"])
-            atomic_write_text(index_file, json.dumps(merged))
-            for r in range(dist.world_size):
-                (folder / f"index-r{r}.json").unlink()
-        distributed.barrier(dist)
-    try:
-        index = json.loads(index_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise KinemaError(f"data.cache {folder}: unreadable {INDEX_FILE} ({type(e).__name__}); delete the folder to rebuild") from None
-    have = _comparable(index.get("fingerprint") or {})
-    want = _comparable(want)
-    if index.get("format") != FORMAT_VERSION or have != want:
-        diff = [k for k in want if want[k] != have.get(k)]
+            print(f"kinema train: adding sources {kept}..{len(wanted['sources']) - 1} to the latent cache in {folder}",
+                  flush=True)
+        distributed.barrier(dist)  # every rank has read the old index before rank 0 replaces it
+        build_cache(folder, config, objective, dist, first_source=kept)
+        _write_index(folder, dist, want, index)
+        index = _read_index(folder)
+        have = _comparable(index["fingerprint"])
+    if index.get("format") != FORMAT_VERSION or have != wanted:
+        diff = [k for k in wanted if wanted[k] != have.get(k)]
         raise KinemaError(
             f"data.cache {folder} was built for other inputs (differs in: {', '.join(diff) or 'format'}); "
             "delete it or set another data.cache"
