@@ -16,9 +16,9 @@ docstring says what each figure means): two rendered Shapes clips per criterion,
   inside the canvas departs by <= 2 px from the expected per-frame displacement.
 
 Every test is skipped until src/kinema/weights/default/model.json exists. The shipped model
-(12000 steps; 10 steps, guidance 4 at noise levels 0.8..1; docs/MEASURED.md) meets five of
-these six criteria on these clips (prediction, interpolation, image-to-video, inpainting, long
-video), which always run; editing is a target not met yet, skipped unless KINEMA_TASK_TARGETS=1.
+(12000 steps and the squares fine-tune; 10 steps, guidance 4 at noise levels 0.8..1;
+docs/MEASURED.md) meets five of these six criteria on these clips (prediction,
+interpolation, image-to-video, inpainting, long video), which always run; editing is a target not met yet, skipped unless KINEMA_TASK_TARGETS=1.
 """
 
 from __future__ import annotations
