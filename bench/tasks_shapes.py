@@ -105,7 +105,6 @@ from kinema.eval.trajectory import (
 from kinema.pipeline import Pipeline
 from kinema.tasks import clips as tasks
 from kinema.tasks.extend import extend
-from kinema.tasks.clips import EDIT_METHODS
 from kinema.tasks.known import METHODS
 from kinema.weights import DEFAULT_PIPELINE_DIR
 from kinema.world.dataset import video_to_tensor
@@ -469,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context", type=int, default=5, help="given frames for predict and long, 1 + 4k (default 5)")
     p.add_argument("--strength", type=float, default=0.7, help="edit strength (default 0.7)")
     p.add_argument("--edit-methods", default="sdedit",
-                   help=f"edit methods, some of {','.join(EDIT_METHODS)} (flowedit is told the rendered caption as "
+                   help=f"edit methods, some of {','.join(tasks.EDIT_METHODS)} (flowedit is told the rendered caption as "
                         "its source; default sdedit)")
     p.add_argument("--margin", type=int, default=3,
                    help="px the removal region extends past the object's box (default 3)")
@@ -482,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--clips and --long-clips must be at least 1")
     chosen_tasks = _names(args.tasks, TASKS, "task")
     methods = _names(args.methods, METHODS, "method")
-    edit_methods = _names(args.edit_methods, EDIT_METHODS, "edit method")
+    edit_methods = _names(args.edit_methods, tasks.EDIT_METHODS, "edit method")
 
     torch.manual_seed(0)
     pipe = Pipeline.load(args.model)
@@ -516,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         report = {"model": args.model, "frames": c.frames, "size": list(size), "steps": args.steps or c.steps,
                   "guidance": args.guidance if args.guidance is not None else c.guidance, "clips": args.clips,
                   "long_clips": args.long_clips, "long_frames": args.long_frames, "seed": args.seed,
-                  "methods": methods, "edit_methods": edit_methods, "options": {k: options[k] for k in ("context", "strength", "margin", "region")},
+                  "methods": methods, "edit_methods": edit_methods,
+                  "options": {k: options[k] for k in ("context", "strength", "margin", "region")},
                   "targets": {f"{t}.{f}": f"{op} {v:g}" for (t, f), (op, v) in TARGETS.items()},
                   "results": results}
         Path(args.out).write_text(json.dumps(_json_safe(report), indent=1) + "\n")

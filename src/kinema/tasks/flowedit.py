@@ -19,7 +19,7 @@ from torch import Tensor
 from kinema.diffusion.samplers import generators, randn
 from kinema.errors import KinemaError
 from kinema.pipeline import Pipeline
-from kinema.tasks.t2v import edit_levels, empty_conditioning, guided_denoiser
+from kinema.tasks.t2v import edit_levels, empty_conditioning, guided_denoiser, seed_list
 
 
 def _step(path, x: Tensor, x0: Tensor, sigma: float, sigma_next: float) -> Tensor:
@@ -63,8 +63,7 @@ def flow_edit(pipe: Pipeline, prompts: Sequence[str], source_prompts: Sequence[s
     scales = torch.tensor([float(guidance)] * n + [float(source_guidance)] * n, device=device)
     denoiser = guided_denoiser(pipe, list(prompts) + list(source_prompts), scales,
                                empty_conditioning(pipe, shape, device))
-    seed_list = [seeds + b for b in range(n)] if isinstance(seeds, int) else list(seeds)
-    return flow_edit_loop(denoiser, pipe.schedule.path, init, sigmas, generators(seed_list))
+    return flow_edit_loop(denoiser, pipe.schedule.path, init, sigmas, generators(seed_list(seeds, n)))
 
 
 def flow_edit_loop(denoiser, path, init: Tensor, sigmas: Sequence[float], generator) -> Tensor:

@@ -48,6 +48,11 @@ def empty_conditioning(pipe: Pipeline, shape: Sequence[int], device: torch.devic
     return {"cond": torch.zeros(b, channels, t, h, w, device=device)}
 
 
+def seed_list(seeds: Sequence[int] | int, n: int) -> list[int]:
+    """Per-sample seeds: `seeds + b` for an int, else the sequence itself."""
+    return [seeds + b for b in range(n)] if isinstance(seeds, int) else list(seeds)
+
+
 def edit_levels(sigmas: Tensor, strength: float) -> Tensor:
     """The tail of a grid of N steps (N + 1 levels) that an edit at `strength` runs: the last
     N * strength steps, as diffusers' img2img and video2video pipelines take them
@@ -110,9 +115,9 @@ def sample_latents(
         raise KinemaError("this model was not trained with known-content conditioning; use --method replace or guidance")
     sample = get_sampler(c.sampler if sampler is None else sampler)
     n = len(prompts)
-    seed_list = [seeds + b for b in range(n)] if isinstance(seeds, int) else list(seeds)
+    seeds = seed_list(seeds, n)
     device = next(pipe.net.parameters()).device
-    gens = generators(seed_list)
+    gens = generators(seeds)
     noise = randn(shape, generator=gens).to(device)
     sigmas = pipe.schedule.sigmas(steps).to(device)
     x = noise
@@ -127,7 +132,7 @@ def sample_latents(
     if known is None:
         denoiser = guided_denoiser(pipe, prompts, guidance, empty_conditioning(pipe, shape, device), interval)
     else:
-        known_noise = randn(shape, generator=generators([s + 10**6 for s in seed_list])).to(device)
+        known_noise = randn(shape, generator=generators([s + 10**6 for s in seeds])).to(device)
         context = noised_context(known, pipe.schedule.path, known_noise) if trained else None
         extra = known_cond(known, context) if trained else empty_conditioning(pipe, shape, device)
         denoiser = KnownContent(guided_denoiser(pipe, prompts, guidance, extra, interval), known, method, known_noise,

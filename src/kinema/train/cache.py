@@ -73,6 +73,7 @@ def _source_fields(source: dict[str, Any]) -> dict[str, Any]:
 
 
 def _comparable(fp: dict[str, Any]) -> dict[str, Any]:
+    """A fingerprint as JSON holds it, each source reduced to _source_fields."""
     fp = json.loads(json.dumps(fp))
     if isinstance(fp.get("sources"), list):
         fp["sources"] = [_source_fields(s) for s in fp["sources"]]
@@ -84,7 +85,7 @@ def fingerprint(config: RunConfig, objective: Any) -> dict[str, Any]:
     vae = objective.vae
     return {
         "frames": frame_counts(config), "height": d.height, "width": d.width, "fit": d.fit,
-        "sources": [_source_fields(s.to_dict()) for s in d.sources],
+        "sources": [s.to_dict() for s in d.sources],
         "vae": None if vae is None else {"config": vae.config.to_dict(), "sha256": _weights_hash(vae)},
         "text_encoder": config.diffusion.text_encoder,
     }

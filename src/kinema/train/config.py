@@ -38,6 +38,14 @@ DEFAULT_PROMPTS = (
 )
 
 
+def _config_check(where: str, check, *args) -> None:
+    """Run a library check, re-raising its KinemaError as a ConfigError that says where."""
+    try:
+        check(*args)
+    except KinemaError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
 def _need(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -132,15 +140,9 @@ class SourceSpec(Config):
         if self.tasks is not None:
             from kinema.tasks.conditioning import check_task_weights
 
-            try:
-                check_task_weights(self.tasks)
-            except KinemaError as e:
-                raise ConfigError(f"data source {self.type} tasks: {e}") from None
+            _config_check(f"data source {self.type} tasks", check_task_weights, self.tasks)
         if self.type == "shapes":
-            try:
-                object_pool(self.split, self.shapes, self.sizes)
-            except KinemaError as e:
-                raise ConfigError(f"data source shapes: {e}") from None
+            _config_check("data source shapes", object_pool, self.split, self.shapes, self.sizes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,10 +216,7 @@ class DiffusionSpec(Config):
         if self.tasks is not None:
             from kinema.tasks.conditioning import check_task_weights
 
-            try:
-                check_task_weights(self.tasks)
-            except KinemaError as e:
-                raise ConfigError(f"diffusion.tasks: {e}") from None
+            _config_check("diffusion.tasks", check_task_weights, self.tasks)
         _need(0.0 <= self.context_noise < 1.0, f"diffusion: context_noise must be in [0, 1), got {self.context_noise}")
         _need(self.shift > 0, f"diffusion: shift must be > 0, got {self.shift}")
         _need(self.density_std > 0, f"diffusion: density_std must be > 0, got {self.density_std}")

@@ -15,7 +15,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from kinema.errors import KinemaError
 from kinema.world.render import render
-from kinema.world.scene import SPLITS, format_caption, random_scene
+from kinema.world.scene import SPLITS, format_caption, object_pool, random_scene
 
 
 def video_to_tensor(video: np.ndarray) -> torch.Tensor:
@@ -49,14 +49,12 @@ class ShapesDataset(IterableDataset):
         self.seed, self.frames, self.size, self.split = int(seed), int(frames), (int(size[0]), int(size[1])), split
         self.p_empty, self.p_two = float(p_empty), float(p_two)
         self.start, self.rank, self.world_size = int(start), int(rank), int(world_size)
-        self.shapes = None if shapes is None else tuple(shapes)
-        self.sizes = None if sizes is None else tuple(sizes)
+        self.objects = object_pool(split, shapes, sizes)  # once, not per item
         self.exits = bool(exits)
-        self._draw(np.random.default_rng(0))  # validate the rates and filters now
+        self._draw(np.random.default_rng(0))  # validate the rates now
 
     def _draw(self, rng: np.random.Generator):
-        return random_scene(rng, split=self.split, p_empty=self.p_empty, p_two=self.p_two,
-                            shapes=self.shapes, sizes=self.sizes)
+        return random_scene(rng, split=self.split, p_empty=self.p_empty, p_two=self.p_two, objects=self.objects)
 
     def __getitem__(self, index: int) -> dict:
         if index < 0:

@@ -95,7 +95,7 @@ def exit_start(obj: ShapeObject, frames: int, size: tuple[int, int],
     x, y = float(rng.uniform(x_lo, x_hi)), float(rng.uniform(y_lo, y_hi))
     s = object_size_px(obj, size)
     travel = float(np.abs(displacement_px(obj, frames, size)).sum())
-    d = float(rng.uniform(0.0, 2 * s + travel)) or 1e-3
+    d = float(rng.uniform(0.0, 2 * s + travel))
     ux, uy = DIRECTION_VECTORS[obj.direction]
     if ux:
         x = (x_hi if ux > 0 else x_lo) + ux * d
@@ -158,9 +158,9 @@ def render(scene: Scene, *, frames: int = 17, size: tuple[int, int] = (64, 64),
         for obj in objects:
             if exits:
                 starts.append(exit_start(obj, frames, (height, width), gen))
-                continue
-            (x_lo, x_hi), (y_lo, y_hi) = start_bounds(obj, frames, (height, width))
-            starts.append((float(gen.uniform(x_lo, x_hi)), float(gen.uniform(y_lo, y_hi))))
+            else:
+                (x_lo, x_hi), (y_lo, y_hi) = start_bounds(obj, frames, (height, width))
+                starts.append((float(gen.uniform(x_lo, x_hi)), float(gen.uniform(y_lo, y_hi))))
     if len(starts) != len(objects):
         raise ValueError(f"need one start per object ({len(objects)}), got {len(starts)}")
 

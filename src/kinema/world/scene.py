@@ -236,22 +236,20 @@ def object_pool(split: str, shapes: tuple[str, ...] | None = None,
                 raise KinemaError(f"an object filter needs at least one {kind}; leave it unset for all")
             for word in words:
                 _check_word(kind, word, allowed)
-    pool = tuple(o for o in pool if (shapes is None or o.shape in shapes) and (sizes is None or o.size in sizes))
-    return pool
+    return tuple(o for o in pool if (shapes is None or o.shape in shapes) and (sizes is None or o.size in sizes))
 
 
 def random_scene(rng: np.random.Generator, *, split: str = "train", p_empty: float = 0.05,
-                 p_two: float = 0.3, shapes: tuple[str, ...] | None = None,
-                 sizes: tuple[str, ...] | None = None) -> Scene:
+                 p_two: float = 0.3, objects: tuple[ShapeObject, ...] | None = None) -> Scene:
     """Draw a scene; deterministic given the generator's state.
 
     split "train": empty with probability p_empty, two objects with p_two, else one; every
     object is uniform over the non-held-out objects, so no held-out object ever appears.
     split "any": the same mix over all objects. split "heldout": always one held-out object
-    (evaluation prompts), p_empty and p_two are ignored. Backgrounds are uniform. `shapes`
-    and `sizes` narrow the objects drawn (see object_pool).
+    (evaluation prompts), p_empty and p_two are ignored. Backgrounds are uniform. `objects`
+    (object_pool's narrowed pool of the split) replaces the split's objects.
     """
-    pool = object_pool(split, shapes, sizes)
+    pool = _split_objects(split) if objects is None else objects
     if not (0.0 <= p_empty and 0.0 <= p_two and p_empty + p_two <= 1.0):
         raise KinemaError(f"need p_empty >= 0, p_two >= 0 and p_empty + p_two <= 1, got {p_empty} and {p_two}")
     background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
