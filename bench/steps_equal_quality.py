@@ -25,6 +25,10 @@ Samplers:
                                 sampler guides every step, whatever the model's own default.
   NAME,guidance=G               that sampler at guidance scale G (default: --guidance, else
                                 the model's), so each side can run at its own best scale.
+  NAME,distilled                that sampler on --distilled DIR, a guidance-distilled copy of
+                                the model (same network; configs/default-t2v-distill.toml), at
+                                guidance 1 unless guidance= says otherwise: one evaluation per
+                                step. The reference still runs the model itself.
 An evaluation is one network evaluation of one clip (NFE): a guided step costs 2 (the
 conditional and the unconditional branch; kinema batches them into one forward, diffusers'
 WanPipeline calls the transformer twice), an unguided step 1. They are counted with a hook on
@@ -39,7 +43,7 @@ kinema's best sampler's fewest is the ratio. With n prompts a pass rate moves in
 The default model (src/kinema/weights/default) is needed for a meaningful figure; on a random
 pipeline (--model DIR) the script only checks that everything runs.
 
-    python bench/steps_equal_quality.py [--model DIR] [--n 40] [--steps 4 6 8 10 15 20 30]
+    python bench/steps_equal_quality.py [--model DIR] [--distilled DIR] [--n 40] [--steps 4 6 8 10 15 20 30]
         [--samplers dpmpp_2m heun euler euler,interval=0.8:1,guidance=4 diffusers] [--prompts shapes:train] [--batch-size 8]
         [--precision fp32] [--threads 1] [--target RATE] [--out docs/steps_equal_quality.json]
 """
@@ -90,6 +94,10 @@ def parse_spec(spec: str, default_guidance: float | None) -> tuple[str, dict]:
 
     name, *options = spec.split(",")
     out = {"guidance_interval": (0.0, float("inf")), "guidance": default_guidance}
+    distilled = "distilled" in options
+    if distilled:
+        options.remove("distilled")
+        out["guidance"] = 1.0
     for option in options:
         key, _, value = option.partition("=")
         try:
@@ -98,17 +106,20 @@ def parse_spec(spec: str, default_guidance: float | None) -> tuple[str, dict]:
             elif key == "guidance":
                 out["guidance"] = non_negative_float(value)
             else:
-                raise argparse.ArgumentTypeError(f"unknown option {key!r} (interval=LO:HI, guidance=G)")
+                raise argparse.ArgumentTypeError(f"unknown option {key!r} (interval=LO:HI, guidance=G, distilled)")
         except argparse.ArgumentTypeError as e:
             raise SystemExit(f"sampler {spec!r}: {e}") from None
     if name == DIFFUSERS and out["guidance_interval"] != (0.0, float("inf")):
         raise SystemExit("the diffusers loop guides every step, as WanPipeline does; no interval= for it")
-    return name, out
+    if name == DIFFUSERS and distilled:
+        raise SystemExit("the diffusers loop is the reference: it runs the model itself, not --distilled")
+    return name, {**out, "distilled": distilled}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="pipeline dir (default: the shipped default model)")
+    p.add_argument("--distilled", type=Path, help="a guidance-distilled copy of the model, for NAME,distilled samplers")
     p.add_argument("--n", type=int, default=40, help="prompts (one clip each) per run")
     p.add_argument("--prompts", default="shapes:train", help="prompt set, as kinema eval-model --prompts")
     p.add_argument("--steps", type=int, nargs="+", default=[4, 6, 8, 10, 15, 20, 30])
@@ -144,15 +155,18 @@ def main() -> int:
         samplers.SAMPLERS[DIFFUSERS] = diffusers_flow_euler(shift)  # this process only
     prompts = load_prompts(args.prompts, args.n, args.seed)
     calls = []
-    pipe.net.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
     for spec in args.samplers:
-        parse_spec(spec, args.guidance)  # a bad spec fails before any sampling
+        if parse_spec(spec, args.guidance)[1]["distilled"] and args.distilled is None:  # bad specs fail before sampling
+            raise SystemExit(f"sampler {spec!r} needs --distilled DIR")
+    pipes = {False: pipe, True: Pipeline.load(args.distilled, precision=args.precision) if args.distilled else None}
+    for p_ in filter(None, pipes.values()):
+        p_.net.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
 
     def run(spec: str, steps: int) -> dict:
         sampler, options = parse_spec(spec, args.guidance)
         calls.clear()
         start = time.perf_counter()
-        result = evaluate_model(pipe, prompts, n=args.n, seed=args.seed, steps=steps, sampler=sampler,
+        result = evaluate_model(pipes[options.pop("distilled")], prompts, n=args.n, seed=args.seed, steps=steps, sampler=sampler,
                                 batch_size=args.batch_size, keep_clips=0, **options)
         row = {"sampler": spec, "steps": steps, "evaluations": round(sum(calls) / args.n, 2),
                "pass_rate": result.pass_rate, "gate_clean": result.gate_clean_rate,
@@ -185,7 +199,7 @@ def main() -> int:
     result = {
         "machine": {"cpu": cpu_model(), "torch": torch.__version__, "threads": args.threads},
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "model": str(model), "precision": args.precision, "prompts": args.prompts, "n": args.n, "seed": args.seed,
+        "model": str(model), "distilled": None if args.distilled is None else str(args.distilled), "precision": args.precision, "prompts": args.prompts, "n": args.n, "seed": args.seed,
         "guidance": pipe.config.guidance if args.guidance is None else args.guidance,
         "target_pass_rate": target, "fewest_evaluations": fewest,
         "kinema_best": {"sampler": kinema_best[1], "evaluations": kinema_best[0]},

@@ -38,11 +38,37 @@ def test_generate_writes_the_default_models_clip_deterministically(tmp_path, cap
     assert np.array_equal(np.load(out3), clip)
 
 
+def test_fast_is_the_guidance_distilled_default_model(tmp_path):
+    """--fast: the shipped model's guidance-distilled copy (configs/default-t2v-distill.toml):
+    the same network and VAE, sampled without guidance at one evaluation per step, and its
+    clip for the README's caption passes the judge."""
+    import json
+
+    from kinema.eval.shapes import judge
+    from kinema.weights import DEFAULT_FAST_PIPELINE_DIR, DEFAULT_PIPELINE_DIR
+
+    fast = json.loads((DEFAULT_FAST_PIPELINE_DIR / "model.json").read_text())
+    default = json.loads((DEFAULT_PIPELINE_DIR / "model.json").read_text())
+    assert fast["guidance"] == 1.0 and fast["guidance_interval"] is None and fast["vae"] == "../vae"
+    assert {k: v for k, v in fast.items() if k not in ("steps", "guidance", "guidance_interval", "vae")} == \
+        {k: v for k, v in default.items() if k not in ("steps", "guidance", "guidance_interval", "vae")}
+    assert (DEFAULT_FAST_PIPELINE_DIR / "config.json").read_text() == (DEFAULT_PIPELINE_DIR / "config.json").read_text()
+    out = tmp_path / "fast.npy"
+    assert main(["generate", CAPTION, "-o", str(out), "--fast"]) == 0
+    clip = read_frames(out)
+    verdict = judge(clip, CAPTION)
+    assert verdict.passed, verdict
+    slow = tmp_path / "default.npy"
+    main(["generate", CAPTION, "-o", str(slow)])
+    assert not np.array_equal(read_frames(slow), clip)  # another network made it
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["generate", CAPTION, "-o", "x.mp4", "--model", "no-such-dir"], "model directory not found"),
         (["generate", CAPTION, "-o", "x.mp4", "--sampler", "rk9"], "unknown sampler"),
+        (["generate", CAPTION, "-o", "x.mp4", "--fast", "--model", "d"], "not allowed with argument"),
         (["generate", CAPTION, "-o", "x.mp4", "--steps", "0"], "positive integer"),
         (["generate", CAPTION, "-o", "clip.xyz"], "unsupported"),
         (["generate", CAPTION, "-o", "c.mp4", "--size", "64by64"], "expected HxW"),

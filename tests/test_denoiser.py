@@ -132,6 +132,40 @@ def test_loss_is_zero_for_the_perfect_prediction(kind, path):
     assert (d.loss(x0, noise, sigma) > 0).all()
 
 
+@pytest.mark.parametrize("kind", PREDICTIONS)
+@pytest.mark.parametrize("path", [VP, FLOW], ids=["vp", "flow"])
+def test_a_teacher_replaces_the_data_in_the_target_where_sigma_is_above_zero(kind, path):
+    """Distillation: the student that outputs the teacher's x0 has zero loss, the one that
+    outputs the data's x0 is penalised by the gap; at sigma = 0 (a known frame) the data's
+    target stays, so no 0/0 reaches the loss."""
+    schedule = VPSchedule() if path is VP else FlowSchedule(shift=3.0)
+    x0, noise, sigma = data((2, 4))
+    gap = 0.1 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    teacher_calls = []
+
+    def teacher(x, s):
+        teacher_calls.append((x, s))
+        return x0 + gap
+
+    learned = Denoiser(OracleNet(path, kind, x0, noise, sigma, x0_error=gap), schedule, kind)
+    assert learned.loss(x0, noise, sigma, teacher=teacher).abs().max() < 1e-20
+    x, s = teacher_calls[0]
+    torch.testing.assert_close(x, path.add_noise(x0, noise, sigma))  # the teacher sees the student's input
+    assert torch.equal(s, sigma)
+    data_fit = Denoiser(OracleNet(path, kind, x0, noise, sigma), schedule, kind)
+    plain = data_fit.loss(x0, noise, sigma)
+    assert plain.abs().max() < 1e-20 and (data_fit.loss(x0, noise, sigma, teacher=teacher) > 1e-6).all()
+    if kind != "eps" and path is FLOW:  # eps is singular at sigma 0 on no path; frame 0 known here
+        known = sigma.clone()
+        known[:, 0] = 0.0
+        mask = torch.ones(2, 1, 4, 1, 1)
+        mask[:, :, 0] = 0
+        oracle = OracleNet(path, kind, x0, noise, known, x0_error=gap)  # 0/0 at sigma 0: a net is finite there
+        finite = lambda x, t: torch.where(mask > 0, oracle(x, t), prediction_target(path, kind, x0, noise, known))  # noqa: E731
+        loss = Denoiser(finite, schedule, kind).loss(x0, noise, known, teacher=teacher, loss_weight=mask)
+        assert torch.isfinite(loss).all() and loss.abs().max() < 1e-20
+
+
 @pytest.mark.parametrize("path", [VP, FLOW], ids=["vp", "flow"])
 def test_min_snr_weighting_is_the_same_x0_weighting_for_every_parameterization(path):
     """With min-SNR-gamma, every parameterization's loss is min(SNR, gamma) * x0 MSE."""

@@ -220,9 +220,15 @@ def test_a_source_appended_to_the_mixture_is_added_to_the_cache(tmp_path, tiny_v
     mtime = (tmp_path / "cache" / "index.json").stat().st_mtime_ns
     open_cache(more, objective, info)  # now complete: reopened as it is
     assert (tmp_path / "cache" / "index.json").stat().st_mtime_ns == mtime
+    prefix = tiny(TINY_DIT, *base, "data.sources=[{type='shapes', items=3, weight=0.5}]").resolved()
+    assert sorted(open_cache(prefix, objective, info).items) == sorted(cache.items)  # the first source alone reads it
+    assert (tmp_path / "cache" / "index.json").stat().st_mtime_ns == mtime
     fewer = tiny(TINY_DIT, *base, "data.sources=[{type='shapes', items=2}]").resolved()
     with pytest.raises(KinemaError, match=r"differs in: sources"):
         open_cache(fewer, objective, info)
+    second = tiny(TINY_DIT, *base, "data.sources=[{type='shapes', items=2, world_seed=1, exits=true}]").resolved()
+    with pytest.raises(KinemaError, match=r"differs in: sources"):
+        open_cache(second, objective, info)
 
 
 def test_cache_fingerprints_ignore_source_fields_left_at_their_defaults():

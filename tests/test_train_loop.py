@@ -288,3 +288,46 @@ def test_model_init_starts_a_new_run_from_earlier_weights(tmp_path):
         torch.testing.assert_close(w, ema[name], rtol=1e-3, atol=1e-3)
     with pytest.raises(CheckpointError, match=r"holds a different network \(depth: 1 there vs 2 in this run\)"):
         train(tiny(TINY_DIT, *still, "model.overrides.depth=2", f"model.init='{first}'"), tmp_path / "e", progress=False)
+
+
+def test_guidance_distillation_learns_the_teachers_guided_prediction(tmp_path):
+    """diffusion.teacher: a student that starts as the teacher has zero loss at guidance 1 or
+    where no noise level lies in the interval; otherwise its target moves from the conditional
+    prediction by (w - 1) * (cond - uncond), so the loss grows as (w - 1)^2. Known frames
+    (sigma 0, the tasks) keep a finite, masked target."""
+    from kinema.train.objectives import DiffusionObjective
+    from kinema.train.data import TrainBatches
+
+    tasks = ("model.overrides.cond_channels=4", "diffusion.tasks={first_frame=1.0, text=1.0}", "train.batch_size=4",
+             "train.grad_accum=1")
+    first = train(tiny(TINY_DIT, *FAST, *tasks, "train.steps=2"), tmp_path / "teacher", progress=False)
+
+    def loss(*assignments):
+        c = tiny(TINY_DIT, *FAST, *tasks, f"diffusion.teacher='{first}'", *assignments).resolved()
+        objective = DiffusionObjective(c.diffusion, c.data, torch.device("cpu"))
+        config = c.model.resolve()
+        objective.attach_teacher(c.model.family, config)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():  # 2 steps leave the zero-initialized text path silent: give it a voice
+            for p in objective.teacher.net.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+        student = build_network(c.model.family, config)
+        student.load_state_dict(objective.teacher.net.state_dict())
+        batch = TrainBatches(c.data, seed=3, batch_size=4, grad_accum=1)[1]
+        assert batch["x"].shape[2] == 5  # a clip batch (batch 0 is of images, every frame known in first_frame)
+        return float(objective.loss(student, objective.prepare(batch))[0].detach())
+
+    assert loss("diffusion.teacher_guidance=1.0") < 1e-12
+    assert loss("diffusion.teacher_guidance=3.0", "diffusion.teacher_interval=[2.0, 3.0]") < 1e-12
+    two, three = loss("diffusion.teacher_guidance=2.0"), loss("diffusion.teacher_guidance=3.0")
+    assert two > 1e-8 and math.isfinite(three)
+    assert three / two == pytest.approx(4.0, rel=1e-3)
+    # the teacher must predict the same quantity on the same schedule
+    with pytest.raises(KinemaError, match="diffusion.teacher .* predicts flow"):
+        loss("diffusion.shift=3.0")
+    from kinema.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="teacher_interval"):
+        tiny(TINY_DIT, "diffusion.teacher_interval=[0.9, 0.8]")
+    with pytest.raises(ConfigError, match="needs a text encoder"):
+        tiny(TINY_DIT, f"diffusion.teacher='{first}'", "diffusion.text_encoder='none'")

@@ -21,10 +21,15 @@ from kinema.cli.arguments import GUIDANCE_INTERVAL_HELP, non_negative_float, par
 METHOD_HELP = "how known content is kept: trained (default), replace or guidance"
 
 
-def add_sampling_options(parser: argparse.ArgumentParser) -> None:
-    """Options every generating command shares."""
+def add_sampling_options(parser: argparse.ArgumentParser, *, fast: bool = False) -> None:
+    """Options every generating command shares; `fast` adds --fast (generate only: the
+    distilled model is measured on text-to-video)."""
     parser.add_argument("-o", "--out", required=True, help="output: .mp4, .gif, .npy or a directory of PNG frames")
-    parser.add_argument("--model", metavar="DIR", help="a pipeline dir (default: the shipped default model)")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--model", metavar="DIR", help="a pipeline dir (default: the shipped default model)")
+    if fast:
+        model.add_argument("--fast", action="store_true",
+                           help="the shipped default model guidance-distilled: one network evaluation per step, 8 steps")
     parser.add_argument("--steps", type=positive_int, help="sampler steps (default: the model's)")
     parser.add_argument("--guidance", type=non_negative_float, help="classifier-free guidance scale (default: the model's)")
     parser.add_argument("--guidance-interval", type=parse_interval, metavar="LO:HI", help=GUIDANCE_INTERVAL_HELP)
@@ -106,20 +111,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_extend)
 
 
+def pipeline_dir(args: argparse.Namespace):
+    """--model DIR, else the shipped default, or its guidance-distilled copy with --fast."""
+    from kinema.weights import DEFAULT_FAST_PIPELINE_DIR, DEFAULT_PIPELINE_DIR
+
+    if args.model:
+        return args.model
+    return DEFAULT_FAST_PIPELINE_DIR if getattr(args, "fast", False) else DEFAULT_PIPELINE_DIR
+
+
 def load_pipeline(args: argparse.Namespace):
-    """The pipeline named by --model (or the default), after cheap checks of the options."""
+    """The pipeline named by --model / --fast (or the default), after cheap checks of the options."""
     from kinema.diffusion.samplers import get_sampler
     from kinema.media import check_output_path
     from kinema.pipeline import Pipeline
     from kinema.tasks.known import check_method
-    from kinema.weights import DEFAULT_PIPELINE_DIR
 
     check_output_path(args.out)
     if getattr(args, "sampler", None) is not None:
         get_sampler(args.sampler)
     if getattr(args, "method", None) is not None:
         check_method(args.method)
-    return Pipeline.load(args.model or DEFAULT_PIPELINE_DIR, precision=args.precision)
+    return Pipeline.load(pipeline_dir(args), precision=args.precision)
 
 
 def notice(message: str) -> None:

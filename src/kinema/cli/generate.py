@@ -1,6 +1,6 @@
 """`kinema generate PROMPT -o OUT`: a clip for a prompt from a text-to-video pipeline.
 
-  kinema generate PROMPT -o OUT [--model DIR] [--frames N] [--size HxW] [--steps S]
+  kinema generate PROMPT -o OUT [--model DIR | --fast] [--frames N] [--size HxW] [--steps S]
                   [--guidance G] [--sampler NAME] [--seed N] [--image FIRST.png [--method M]]
                   [--upscale 2|4] [--fps-multiplier 2|4]
 
@@ -8,7 +8,8 @@ With --image, the clip starts from that image (image-to-video). --upscale and
 --fps-multiplier run the cascade (kinema.tasks.upscale) on the generated clip.
 
 With no --model it uses the default pipeline shipped inside the package (trained on the
-Shapes world: configs/default-t2v.toml). The same seed gives the same clip. Unset options
+Shapes world: configs/default-t2v.toml); --fast its guidance-distilled copy
+(configs/default-t2v-distill.toml), which needs one network evaluation per step. The same seed gives the same clip. Unset options
 take the pipeline's own defaults (model.json).
 """
 
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("generate", help="generate a clip for a prompt",
                                    description="Generate a clip for a prompt and write it to OUT.")
     parser.add_argument("prompt", help="e.g. 'a large red circle moving right on a black background'")
-    add_sampling_options(parser)
+    add_sampling_options(parser, fast=True)
     parser.add_argument("--frames", type=positive_int, help="clip length (default: the model's, 17)")
     parser.add_argument("--size", type=parse_size, metavar="HxW", help="frame size (default: the model's, 64x64)")
     parser.add_argument("--image", metavar="FIRST", help="image-to-video: the clip's first frame")
@@ -40,7 +41,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _generate(args: argparse.Namespace) -> int:
     from kinema.media import check_output_path
-    from kinema.weights import DEFAULT_PIPELINE_DIR
 
     check_output_path(args.out)  # fail before any loading
     check_factors(args.upscale, args.fps_multiplier)
@@ -50,7 +50,7 @@ def _generate(args: argparse.Namespace) -> int:
     from kinema.diffusion.samplers import get_sampler
     from kinema.media import write_video
     from kinema.pipeline import Pipeline
-    from kinema.cli.clip_tasks import read_keyframe
+    from kinema.cli.clip_tasks import pipeline_dir, read_keyframe
     from kinema.tasks.clips import image_to_video
     from kinema.tasks.known import check_method
     from kinema.tasks.t2v import text_to_video
@@ -63,7 +63,7 @@ def _generate(args: argparse.Namespace) -> int:
         from kinema.tasks.upscale import load_upscalers
 
         upscalers = load_upscalers(args.upscale, args.fps_multiplier, args.spatial_model, args.temporal_model)
-    pipe = Pipeline.load(args.model or DEFAULT_PIPELINE_DIR, precision=args.precision)
+    pipe = Pipeline.load(pipeline_dir(args), precision=args.precision)
     options = dict(frames=args.frames, progress=args.progress, **sampling_kwargs(args))
     with torch.no_grad():  # not inference_mode: reconstruction guidance needs autograd
         if args.image is not None:

@@ -15,7 +15,7 @@ Parameterizations on a path x = alpha * x0 + sigma * eps (alpha' = d alpha / d s
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from torch import Tensor, nn
@@ -147,6 +147,7 @@ class Denoiser(nn.Module):
         *,
         loss_weight: Tensor | None = None,
         min_snr_gamma: float | None = None,
+        teacher: Callable[[Tensor, Tensor], Tensor] | None = None,
         **cond: Any,
     ) -> Tensor:
         """(B,) per-sample training loss: MSE between the network output and its target.
@@ -154,12 +155,18 @@ class Denoiser(nn.Module):
         x0, noise: (B, ...) clean data and its noise; sigma: (B,) or per-frame (B, T) (e.g.
         from `density.sample_sigmas`). loss_weight: optional per-element weight broadcastable
         to x0 (e.g. 0 on known frames); the loss is then the weighted mean. min_snr_gamma:
-        weight each level by `min_snr_weight` (gamma = 5 in Hang et al. 2023).
+        weight each level by `min_snr_weight` (gamma = 5 in Hang et al. 2023). teacher:
+        a denoiser T(x, sigma) -> x0_hat (e.g. a guided one) whose output replaces x0 in the
+        target wherever sigma > 0 (distillation; at sigma = 0 the target stays the data's).
         """
         sigma = self._sigma(sigma, x0)
         x = self.path.add_noise(x0, noise, sigma)
-        pred = self.net(x, self.schedule.timestep(sigma).float(), **cond)
         target = prediction_target(self.path, self.prediction, x0, noise, sigma)
+        if teacher is not None:
+            with torch.no_grad():
+                taught = x0_to_prediction(self.path, self.prediction, teacher(x, sigma).to(x0.dtype), x, sigma)
+            target = torch.where(expand_sigma(sigma, x) > 0, taught, target)
+        pred = self.net(x, self.schedule.timestep(sigma).float(), **cond)
         dtype = torch.promote_types(x0.dtype, torch.float32)
         err = (pred.to(dtype) - target.to(dtype)) ** 2
         if min_snr_gamma is not None:

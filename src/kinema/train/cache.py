@@ -15,7 +15,8 @@ run's frames, and 1 when image batches are on) and index i < items, the entry "s
 The fingerprint (clip geometry, what decides each source's items, VAE config and weights
 hash, text encoder) is checked on open: a cache built for other data or another VAE is
 refused, never mixed in; sources appended to the mixture are encoded and added, the rest
-kept (a fine-tune that adds a source to a run's data reuses its cache). Mixture and task
+kept (a fine-tune that adds a source to a run's data reuses its cache), and a run on the
+first sources alone reads it as it is. Mixture and task
 weights are not part of it. Under torchrun each rank encodes a share, and rank 0 writes the
 index.
 """
@@ -210,9 +211,19 @@ def _appended_sources(have: dict[str, Any], want: dict[str, Any]) -> int:
     return len(old) if 0 < len(old) < len(new) and new[: len(old)] == old else 0
 
 
+def _serves(have: dict[str, Any], want: dict[str, Any]) -> bool:
+    """`have` holds what `want` asks for: everything equal, or `want`'s sources are the first
+    sources of `have` (a run on part of a mixture reads the entries it keys, 0 .. k-1)."""
+    old, new = have.get("sources"), want.get("sources")
+    if not (isinstance(old, list) and isinstance(new, list) and 0 < len(new) <= len(old)):
+        return have == want
+    return {**have, "sources": old[: len(new)]} == want
+
+
 def open_cache(config: RunConfig, objective: Any, dist: distributed.DistInfo) -> LatentCache:
     """Open `data.cache`, building it first when it has no index, or encoding only the
-    sources added at the end of the mixture since it was built."""
+    sources added at the end of the mixture since it was built; a mixture of its first
+    sources reads it as it is."""
     folder = Path(config.data.cache)
     want = fingerprint(config, objective)
     if not (folder / INDEX_FILE).is_file():
@@ -233,7 +244,7 @@ def open_cache(config: RunConfig, objective: Any, dist: distributed.DistInfo) ->
         _write_index(folder, dist, want, index)
         index = _read_index(folder)
         have = _comparable(index["fingerprint"])
-    if index.get("format") != FORMAT_VERSION or have != wanted:
+    if index.get("format") != FORMAT_VERSION or not _serves(have, wanted):
         diff = [k for k in wanted if wanted[k] != have.get(k)]
         raise KinemaError(
             f"data.cache {folder} was built for other inputs (differs in: {', '.join(diff) or 'format'}); "

@@ -192,6 +192,11 @@ class DiffusionSpec(Config):
     one drawn per example; the network then needs cond_channels = latent channels + 1.
     `context_noise`: known frames get a noise level drawn from U(0, context_noise) (noised
     context, Diffusion Forcing) on half the examples, 0 on the rest.
+    `teacher`: a pipeline (or network component) dir of the same network, turning the run
+    into guidance distillation (Meng et al. 2023, stage one): the target is the teacher's
+    classifier-free-guided prediction at `teacher_guidance` (applied where the noise level
+    lies in `teacher_interval`, the conditional prediction elsewhere) instead of the data, so
+    the student samples with guidance 1 at one network evaluation per step.
     """
 
     kind: ClassVar[str] = "diffusion"
@@ -211,8 +216,17 @@ class DiffusionSpec(Config):
     text_encoder: Literal["minilm", "none"] = "minilm"
     tasks: dict[str, float] | None = None
     context_noise: float = 0.0
+    teacher: str | None = None
+    teacher_guidance: float = 4.0
+    teacher_interval: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        _need(self.teacher_guidance >= 0, f"diffusion: teacher_guidance must be >= 0, got {self.teacher_guidance}")
+        _need(self.teacher_interval is None or (len(self.teacher_interval) == 2
+                                                and 0 <= self.teacher_interval[0] <= self.teacher_interval[1]),
+              f"diffusion: teacher_interval must be [lo, hi] with 0 <= lo <= hi, got {self.teacher_interval}")
+        _need(self.teacher is None or self.text_encoder != "none",
+              "diffusion: a teacher distils classifier-free guidance, which needs a text encoder")
         if self.tasks is not None:
             from kinema.tasks.conditioning import check_task_weights
 
@@ -437,7 +451,8 @@ class RunConfig(Config):
             cache=_abs(self.data.cache),
             sources=tuple(s.replace(index=_abs(s.index), root=_abs(s.root)) for s in self.data.sources),
         )
-        diffusion = self.diffusion.replace(vae=_abs(self.diffusion.vae)) if self.diffusion else None
+        diffusion = (self.diffusion.replace(vae=_abs(self.diffusion.vae), teacher=_abs(self.diffusion.teacher))
+                     if self.diffusion else None)
         return self.replace(model=self.model.resolved(), data=data, diffusion=diffusion)
 
 

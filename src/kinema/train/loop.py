@@ -109,6 +109,8 @@ def train(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progr
             load_initial_weights(net, resolved.model.init, model_config)
         objective = build_objective(resolved, device)
         objective.check_network(model_config)
+        if isinstance(objective, DiffusionObjective):
+            objective.attach_teacher(resolved.model.family, model_config)
         optimizer = make_optimizer(net, config.optim)
         ema = EMA(net, t.ema_decay)
 

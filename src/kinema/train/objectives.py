@@ -13,6 +13,7 @@ it lands in, so N ranks compute the same loss as one process with the same globa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 from kinema.config import Config
 from kinema.diffusion.denoiser import Denoiser
 from kinema.diffusion.density import sample_sigmas
+from kinema.diffusion.guidance import ClassifierFree
 from kinema.diffusion.samplers import randn
 from kinema.errors import KinemaError
 from kinema.models.text import MiniLMEncoder, pad_states
@@ -45,6 +47,27 @@ class DiffusionObjective:
             self.vae = VAE3D.load(spec.vae, ema=True).to(device).requires_grad_(False)
             self.vae.config.latent_frames(data.frames)  # a clear error now if T is not 1 + f*k
         self.text = MiniLMEncoder(device=device) if spec.text_encoder == "minilm" else None
+        self.teacher: Denoiser | None = None  # built by attach_teacher, once the network's config is known
+
+    def attach_teacher(self, family: str, config: Config) -> None:
+        """Load diffusion.teacher (guidance distillation): a frozen copy of the network, with
+        the teacher's weights (EMA where present), in eval mode. Refused when its schedule or
+        prediction differ from this run's (the student must learn the same quantity)."""
+        if self.spec.teacher is None:
+            return
+        from kinema.checkpoint import load_initial_weights
+        from kinema.pipeline import PIPELINE_FILE, PipelineConfig
+        from kinema.train.loop import build_network
+
+        teacher_dir = Path(self.spec.teacher)
+        if (teacher_dir / PIPELINE_FILE).is_file():
+            p = PipelineConfig.load(teacher_dir / PIPELINE_FILE)
+            if p.prediction != self.spec.prediction or p.schedule != self.schedule.to_dict():
+                raise KinemaError(f"diffusion.teacher {teacher_dir} predicts {p.prediction} on {p.schedule}; "
+                                  f"this run trains {self.spec.prediction} on {self.schedule.to_dict()}")
+        net = build_network(family, config).to(self.device)
+        load_initial_weights(net, teacher_dir, config)
+        self.teacher = Denoiser(net.eval().requires_grad_(False), self.schedule, self.spec.prediction)
 
     @property
     def channels(self) -> int:
@@ -103,12 +126,19 @@ class DiffusionObjective:
         weight = None
         if s.tasks:
             sigma, cond["cond"], weight = self._task_inputs(x0, noise, sigma, gens, prepared["tasks"])
+        teacher = self._guided_teacher(cond) if self.teacher is not None else None
         per_sample = Denoiser(net, self.schedule, s.prediction).loss(
-            x0, noise, sigma, loss_weight=weight, min_snr_gamma=s.min_snr_gamma, **cond
+            x0, noise, sigma, loss_weight=weight, min_snr_gamma=s.min_snr_gamma, teacher=teacher, **cond
         )  # (B,)
         loss = per_sample.mean()
         return loss, {"mse": loss.detach()}
 
+    def _guided_teacher(self, cond: dict[str, Tensor]) -> ClassifierFree:
+        """The teacher as the sampler would guide it: the null condition is the no-text
+        states (all tokens masked, as caption dropout makes them); known content (`cond`)
+        stays in both branches."""
+        uncond = dict(cond, context=torch.zeros_like(cond["context"]), context_mask=torch.zeros_like(cond["context_mask"]))
+        return ClassifierFree(self.teacher, self.spec.teacher_guidance, cond, uncond, interval=self.spec.teacher_interval)
 
     def _task_inputs(self, x0: Tensor, noise: Tensor, sigma: Tensor, gens: list[torch.Generator],
                      tasks: list[dict[str, float] | None]):
