@@ -325,6 +325,8 @@ def test_guidance_distillation_learns_the_teachers_guided_prediction(tmp_path):
     # the teacher must predict the same quantity on the same schedule
     with pytest.raises(KinemaError, match="diffusion.teacher .* predicts flow"):
         loss("diffusion.shift=3.0")
+    with pytest.raises(KinemaError, match=r"diffusion.teacher .* holds a different network \(depth: 1 there vs 2"):
+        loss("model.overrides.depth=2")
     from kinema.train.config import ConfigError
 
     with pytest.raises(ConfigError, match="teacher_interval"):

@@ -119,17 +119,18 @@ def load_component(path: str | Path, config_cls: type[C], build, *, ema: bool = 
     return module.eval()
 
 
-def load_initial_weights(module: "torch.nn.Module", path: str | Path, config: Config) -> None:
+def load_initial_weights(module: "torch.nn.Module", path: str | Path, config: Config, what: str = "model.init") -> None:
     """Start `module` (built from `config`) from the weights of a component dir, or of a
     pipeline dir's denoiser (the folder its model.json names): the EMA weights when present
     (a float16 release loads into float32 parameters as it does at inference). A different
-    network config is refused with the fields that differ; nothing is loaded then."""
+    network config is refused with the fields that differ (`what` names the setting in the
+    message); nothing is loaded then."""
     from kinema.pipeline import PIPELINE_FILE, PipelineConfig
 
     path = Path(path)
     component = path / PipelineConfig.load(path / PIPELINE_FILE).denoiser if (path / PIPELINE_FILE).is_file() else path
     found = load_config(component, type(config)).to_dict()
     if found != config.to_dict():
-        raise CheckpointError(f"model.init {path} holds a different network "
+        raise CheckpointError(f"{what} {path} holds a different network "
                               f"({config_difference(found, config.to_dict(), 'there', 'in this run')})")
     load_state_strict(module, load_tensors(weights_file(component, ema=True)), str(component))

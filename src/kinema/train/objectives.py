@@ -66,7 +66,7 @@ class DiffusionObjective:
                 raise KinemaError(f"diffusion.teacher {teacher_dir} predicts {p.prediction} on {p.schedule}; "
                                   f"this run trains {self.spec.prediction} on {self.schedule.to_dict()}")
         net = build_network(family, config).to(self.device)
-        load_initial_weights(net, teacher_dir, config)
+        load_initial_weights(net, teacher_dir, config, what="diffusion.teacher")
         self.teacher = Denoiser(net.eval().requires_grad_(False), self.schedule, self.spec.prediction)
 
     @property
