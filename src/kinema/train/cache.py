@@ -201,23 +201,23 @@ def _read_index(folder: Path) -> dict[str, Any]:
         raise KinemaError(f"data.cache {folder}: unreadable {INDEX_FILE} ({type(e).__name__}); delete the folder to rebuild") from None
 
 
+def _leads(short: dict[str, Any], long: dict[str, Any]) -> bool:
+    """`short`'s sources are the first sources of `long`, everything else equal."""
+    first, all_ = short.get("sources"), long.get("sources")
+    if not (isinstance(first, list) and isinstance(all_, list) and 0 < len(first) <= len(all_)):
+        return False
+    return {**long, "sources": all_[: len(first)]} == short
+
+
 def _appended_sources(have: dict[str, Any], want: dict[str, Any]) -> int:
-    """How many sources `have` holds when `want` is `have` with sources added at the end
-    (everything else equal), else 0."""
-    old, new = have.get("sources"), want.get("sources")
-    same_rest = {k: v for k, v in have.items() if k != "sources"} == {k: v for k, v in want.items() if k != "sources"}
-    if not (same_rest and isinstance(old, list) and isinstance(new, list)):
-        return 0
-    return len(old) if 0 < len(old) < len(new) and new[: len(old)] == old else 0
+    """How many sources `have` holds when `want` is `have` with sources added at the end, else 0."""
+    return len(have["sources"]) if _leads(have, want) and len(have["sources"]) < len(want["sources"]) else 0
 
 
 def _serves(have: dict[str, Any], want: dict[str, Any]) -> bool:
-    """`have` holds what `want` asks for: everything equal, or `want`'s sources are the first
-    sources of `have` (a run on part of a mixture reads the entries it keys, 0 .. k-1)."""
-    old, new = have.get("sources"), want.get("sources")
-    if not (isinstance(old, list) and isinstance(new, list) and 0 < len(new) <= len(old)):
-        return have == want
-    return {**have, "sources": old[: len(new)]} == want
+    """`have` holds what `want` asks for: the same, or `want` is a mixture of its first
+    sources (a run on part of a mixture reads the entries it keys, 0 .. k-1)."""
+    return have == want or _leads(want, have)
 
 
 def open_cache(config: RunConfig, objective: Any, dist: distributed.DistInfo) -> LatentCache:
