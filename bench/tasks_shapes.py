@@ -45,7 +45,8 @@ edit         editing at `--strength` (0.7) with the colour word changed (to a co
              old colour is still found.
 long         extend() from the first `--context` frames of a clip rendered with the object
              at the side it moves away from, to `--long-frames` frames (161 = 1 + 10 x 16:
-             ten times the 17-frame window's span), windows keeping 2 latent frames. Measured while the object is
+             ten times the 17-frame window's span), windows keeping `--window-context` latent frames
+             (default 2) shown at noise level `--context-sigma` (default 0.05). Measured while the object is
              fully inside the canvas by the true, extrapolated path (and not touching the
              border): boundary_jump_px: the largest departure at a chunk boundary of the
              step c_b - c_{b-1} from the expected per-frame displacement (0.4 * 64 / 16 =
@@ -466,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", default=",".join(TASKS), help=f"subset of {','.join(TASKS)} (default: all)")
     p.add_argument("--seed", type=int, default=0, help="clip and sampling seed (default 0)")
     p.add_argument("--context", type=int, default=5, help="given frames for predict and long, 1 + 4k (default 5)")
+    p.add_argument("--window-context", type=int, default=2,
+                   help="long: latent frames each window keeps from the one before (default 2)")
+    p.add_argument("--context-sigma", type=float, default=0.05,
+                   help="long: noise level the kept latent frames are shown at (default 0.05)")
     p.add_argument("--strength", type=float, default=0.7, help="edit strength (default 0.7)")
     p.add_argument("--edit-methods", default="sdedit",
                    help=f"edit methods, some of {','.join(tasks.EDIT_METHODS)} (flowedit is told the rendered caption as "
@@ -491,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     long_clips = shapes_clips(args.long_clips, args.seed, frames=c.frames, size=size, entry=True)
     options = {"steps": args.steps, "guidance": args.guidance, "seed": args.seed, "batch": args.batch,
                "context": args.context, "strength": args.strength, "margin": args.margin, "region": args.region,
-               "long_frames": args.long_frames}
+               "long_frames": args.long_frames, "window_context": args.window_context,
+               "context_sigma": args.context_sigma}
     results: dict[str, dict] = {}
     table = []
     for task in chosen_tasks:
@@ -516,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
                   "guidance": args.guidance if args.guidance is not None else c.guidance, "clips": args.clips,
                   "long_clips": args.long_clips, "long_frames": args.long_frames, "seed": args.seed,
                   "methods": methods, "edit_methods": edit_methods,
-                  "options": {k: options[k] for k in ("context", "strength", "margin", "region")},
+                  "options": {k: options[k] for k in ("context", "strength", "margin", "region", "window_context",
+                                                         "context_sigma")},
                   "targets": {f"{t}.{f}": f"{op} {v:g}" for (t, f), (op, v) in TARGETS.items()},
                   "results": results}
         Path(args.out).write_text(json.dumps(_json_safe(report), indent=1) + "\n")
