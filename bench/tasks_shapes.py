@@ -45,10 +45,11 @@ edit         editing at `--strength` (0.7) with the colour word changed (to a co
              old colour is still found.
 long         extend() from the first `--context` frames of a clip rendered with the object
              at the side it moves away from, to `--long-frames` frames (161 = 1 + 10 x 16:
-             ten times the 17-frame window's span), windows keeping `--window-context` latent frames
-             (default 2) shown at noise level `--context-sigma` (default 0.05). Measured while the object is
-             fully inside the canvas by the true, extrapolated path (and not touching the
-             border): boundary_jump_px: the largest departure at a chunk boundary of the
+             ten times the 17-frame window's span), windows keeping `--window-context` latent
+             frames (default: extend's, 3 of the default model's 5) shown at noise level
+             `--context-sigma` (default 0.05). Measured while the object is fully inside
+             the canvas by the true, extrapolated path (and not touching the border):
+             boundary_jump_px: the largest departure at a chunk boundary of the
              step c_b - c_{b-1} from the expected per-frame displacement (0.4 * 64 / 16 =
              1.6 px) (target <= 2 px); other_step_px: the same over every other transition;
              within_2px: frames against the extrapolated path; boundaries: how many were
@@ -335,7 +336,7 @@ def truth_box_offsets(clip: ShapesClip) -> np.ndarray:
     return np.array([cols[0] - cx, rows[0] - cy, cols[-1] + 1 - cx, rows[-1] + 1 - cy], dtype=np.float64)
 
 
-def measure_long(pipe, batch, method, sampling, *, context=5, long_frames=161, window_context=2,
+def measure_long(pipe, batch, method, sampling, *, context=5, long_frames=161, window_context=None,
                  context_sigma=0.05, **_):
     """One clip at a time (extend makes one video); sampling's "seeds" becomes extend's "seed"."""
     rows = []
@@ -467,8 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", default=",".join(TASKS), help=f"subset of {','.join(TASKS)} (default: all)")
     p.add_argument("--seed", type=int, default=0, help="clip and sampling seed (default 0)")
     p.add_argument("--context", type=int, default=5, help="given frames for predict and long, 1 + 4k (default 5)")
-    p.add_argument("--window-context", type=int, default=2,
-                   help="long: latent frames each window keeps from the one before (default 2)")
+    p.add_argument("--window-context", type=int,
+                   help="long: latent frames each window keeps from the one before (default: extend's, "
+                        "3 for the default model)")
     p.add_argument("--context-sigma", type=float, default=0.05,
                    help="long: noise level the kept latent frames are shown at (default 0.05)")
     p.add_argument("--strength", type=float, default=0.7, help="edit strength (default 0.7)")

@@ -170,13 +170,14 @@ def test_image_to_video_and_prediction_shapes_and_errors(pipe):
 
 
 def test_extend_streams_windows_that_continue_in_latent_space(pipe):
-    from kinema.tasks.extend import extend, extend_latents
+    from kinema.tasks.extend import default_context, extend, extend_latents
 
     chunks = list(extend_latents(pipe, "", 6, context=2, steps=2))
     assert [c.shape[2] for c in chunks] == [3, 1, 1, 1]  # window 3 latents, 2 kept, 1 new per window
     whole = torch.cat(chunks, dim=2)
-    again = torch.cat(list(extend_latents(pipe, "", 6, context=2, steps=2)), dim=2)
+    again = torch.cat(list(extend_latents(pipe, "", 6, steps=2)), dim=2)  # the default keeps 2 of 3
     assert torch.equal(whole, again)
+    assert [default_context(w) for w in (2, 3, 4, 5, 8)] == [1, 2, 3, 3, 5]
     pieces = []
     count = extend(pipe, "", 21, on_frames=pieces.append, context=2, steps=2)
     assert count == 21 and [p.shape[2] for p in pieces] == [9, 4, 4, 4]

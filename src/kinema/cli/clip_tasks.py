@@ -103,7 +103,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("clip", nargs="?", help="clip to continue (default: start from the prompt)")
     p.add_argument("--prompt", default="", help="caption (needed without a clip)")
     p.add_argument("--frames", type=positive_int, required=True, help="total frames, 1 + 4k")
-    p.add_argument("--context", type=positive_int, default=2, help="latent frames each window keeps from the last (default 2)")
+    p.add_argument("--context", type=positive_int,
+                   help="latent frames each window keeps from the last (default: just over half the window, "
+                        "3 of the default model's 5)")
     p.add_argument("--context-noise", type=non_negative_float, default=0.05,
                    help="noise level the kept latents are shown at (default 0.05)")
     p.add_argument("--method", default="trained", help=METHOD_HELP)

@@ -23,6 +23,14 @@ from kinema.tasks.known import known_at
 from kinema.tasks.t2v import sample_latents
 
 
+def default_context(window: int) -> int:
+    """Latent frames each window keeps from the one before unless told: just over half the
+    window (3 of the default model's 5), at least one new frame per window. With 2 of 5 the
+    exits-trained default model drew a new object into every long clip after its object had
+    left; with 3 it sees enough of the exit to keep the canvas empty (docs/MEASURED.md)."""
+    return max(1, min(window - 1, window // 2 + 1))
+
+
 def latent_frames_needed(pipe: Pipeline, frames: int) -> int:
     """Latent frames for `frames` output frames (1 + f*k), with a clear error otherwise."""
     return pipe.latent_shape(1, frames, (pipe.config.height, pipe.config.width))[2]
@@ -35,7 +43,7 @@ def extend_latents(
     total_latents: int,
     *,
     start: Tensor | None = None,
-    context: int = 2,
+    context: int | None = None,
     context_sigma: float = 0.05,
     method: str = "trained",
     seed: int = 0,
@@ -45,10 +53,12 @@ def extend_latents(
 
     `start`: latents (1, C, k, h, w) to continue (their frames are yielded first); None
     starts with text-to-video. Window w (the model's latent frames) with `context` known
-    frames, so each later window adds w - context frames; window i uses seed + i.
+    frames (None: default_context(w)), so each later window adds w - context frames; window i
+    uses seed + i.
     """
     c = pipe.config
     shape = pipe.latent_shape(1, c.frames, (c.height, c.width))  # one window
+    context = default_context(shape[2]) if context is None else context
     if not 1 <= context < shape[2]:
         raise KinemaError(f"context must be between 1 and {shape[2] - 1} latent frames, got {context}")
     if start is None:
