@@ -440,8 +440,12 @@ def verdict(task: str, figure: str, value: float) -> str:
     op, threshold = target
     if math.isnan(value):
         return f"{op} {threshold:g}: n/a"
-    ok = value >= threshold if op == ">=" else value <= threshold
-    return f"{op} {threshold:g}: {'PASS' if ok else 'FAIL'}"
+    return f"{op} {threshold:g}: {'PASS' if meets(value, op, threshold) else 'FAIL'}"
+
+
+def meets(value: float, op: str, threshold: float) -> bool:
+    """value >= threshold or value <= threshold, as `op` says."""
+    return value >= threshold if op == ">=" else value <= threshold
 
 
 # ----------------------------------------------------------------------------- main

@@ -25,9 +25,9 @@ from kinema.tasks.t2v import sample_latents
 
 def default_context(window: int) -> int:
     """Latent frames each window keeps from the one before unless told: just over half the
-    window (3 of the default model's 5), at least one new frame per window. With 2 of 5 the
-    exits-trained default model drew a new object into every long clip after its object had
-    left; with 3 it sees enough of the exit to keep the canvas empty (docs/MEASURED.md)."""
+    window (3 of the default model's 5), at least one new frame per window. Keeping 2 of 5,
+    a model fine-tuned on exits still drew a new object after the exit in 2 of 6 long clips;
+    keeping 3 it sees enough of the exit to leave the canvas empty (docs/MEASURED.md)."""
     return max(1, min(window - 1, window // 2 + 1))
 
 
