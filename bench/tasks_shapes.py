@@ -37,8 +37,8 @@ inpaint      Object removal: the region is the object's bounding box in each fra
              classified as the object's colour; region_dev_max: largest RGB distance
              (0..441) from the true background colour inside the region.
 edit         editing at `--strength` (0.7) with the colour word changed (to a colour that
-             keeps the object in the training split), by each of `--edit-methods`: SDEdit,
-             or FlowEdit told the rendered clip's caption as its source prompt.
+             keeps the object in the training split), by each of `--edit-methods` (SDEdit
+             or FlowEdit), each told the rendered clip's caption as its source prompt.
              judge_pass: share of clips the judge passes for the new caption;
              within_2px: share of frames whose new-colour centroid is within 2 px of the
              original trajectory; old_color_frames: share of frames where an object of the
@@ -143,6 +143,7 @@ TARGETS: dict[tuple[str, str], tuple[str, float]] = {
     ("interpolate", "within_2px"): (">=", 0.80),
     ("i2v", "first_psnr_db"): (">=", 30.0),
     ("inpaint", "psnr_outside_db"): (">=", 40.0),
+    ("edit", "judge_pass"): (">=", 0.80),  # the share of clips, as prediction's share of frames
     ("long", "boundary_jump_px"): ("<=", 2.0),
     ("long", "stray_px"): ("<=", 38.4),  # the judge's empty-frame limit at 64x64 (empty_area_limit)
     **{("long", figure): bound for figure, bound in DRIFT_BOUNDS.items()},
@@ -325,8 +326,8 @@ def measure_inpaint(pipe, batch, method, sampling, *, margin=3, region="frame", 
 def measure_edit(pipe, batch, method, sampling, *, strength=0.7, seed=0, index=0, **_):
     video = torch.stack([c.video for c in batch])
     captions = [recoloured(c, np.random.default_rng([seed, index + i, 7])) for i, c in enumerate(batch)]
-    sources = {"source_prompts": [c.caption for c in batch]} if method == "flowedit" else {}
-    out = tasks.edit(pipe, captions, video, strength=strength, method=method, **sources, **sampling)
+    out = tasks.edit(pipe, captions, video, strength=strength, method=method,
+                     source_prompts=[c.caption for c in batch], **sampling)
     rows = []
     for c, caption, v in zip(batch, captions, out):
         new = parse_caption(caption).objects[0]
@@ -489,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="long: noise level the kept latent frames are shown at (default 0.05)")
     p.add_argument("--strength", type=float, default=0.7, help="edit strength (default 0.7)")
     p.add_argument("--edit-methods", default="sdedit",
-                   help=f"edit methods, some of {','.join(tasks.EDIT_METHODS)} (flowedit is told the rendered caption as "
+                   help=f"edit methods, some of {','.join(tasks.EDIT_METHODS)} (each is told the rendered caption as "
                         "its source; default sdedit)")
     p.add_argument("--margin", type=int, default=3,
                    help="px the removal region extends past the object's box (default 3)")

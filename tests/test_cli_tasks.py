@@ -86,7 +86,8 @@ def test_inpaint_keeps_pixels_outside_the_mask(model, clip, tmp_path):
     ("predict", ["--method", "paste"], "unknown method"),
     ("edit", ["--prompt", "x", "--strength", "1.5"], "--strength must be in [0, 1]"),
     ("edit", ["--prompt", "x", "--frames", "13"], "has 12 frames; 13 asked for"),
-    ("edit", ["--prompt", "x", "--source-prompt", "y"], "--source-prompt is only used by --method flowedit"),
+    ("edit", ["--prompt", "x", "--source-prompt", "y", "--guidance", "1"], "guidance is 1 (off)"),
+    ("predict", ["--negative-prompt", "y", "--guidance", "1"], "guidance is 1 (off)"),
     ("edit", ["--prompt", "x", "--method", "flowedit", "--sampler", "heun"], "flowedit does not take sampler"),
     ("inpaint", ["--mask", "/nonexistent.png"], "nonexistent.png"),
 ])
@@ -94,7 +95,7 @@ def test_bad_input_is_one_line_and_exit_2(model, clip, tmp_path, command, extra,
     proc = subprocess.run([sys.executable, "-m", "kinema", command, clip, "--model", model, "-o",
                            str(tmp_path / "x.npy"), *extra], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("kinema: clip")]
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith(("kinema: clip", "kinema: context"))]
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert not (tmp_path / "x.npy").exists()
 

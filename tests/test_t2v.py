@@ -83,6 +83,53 @@ def test_guidance_interval_from_the_call_or_the_models_json(pipe_dir, tmp_path):
             ).abs().max() > 1e-4
 
 
+def test_a_negative_prompt_is_guidances_null_condition(pipe_dir):
+    """Guidance steers from the negative prompt to the prompt: at scale 0 the clip is the
+    negative prompt's own; the empty negative prompt is the default null condition."""
+    pipe = Pipeline.load(pipe_dir)
+    other = "a large red circle moving left on a black background"
+    plain = text_to_video(pipe, [PROMPT], guidance=5.0, steps=2)
+    torch.testing.assert_close(text_to_video(pipe, [PROMPT], guidance=5.0, steps=2, negative_prompts=[""]), plain)
+    steered = text_to_video(pipe, [PROMPT], guidance=5.0, steps=2, negative_prompts=[other])
+    assert (steered - plain).abs().max() > 1e-3
+    only_negative = text_to_video(pipe, [PROMPT], guidance=0.0, steps=2, negative_prompts=[other])
+    torch.testing.assert_close(only_negative, text_to_video(pipe, [other], guidance=1.0, steps=2), atol=1e-5, rtol=0)
+    with pytest.raises(Exception, match="2 negative prompts for 1 prompts"):
+        text_to_video(pipe, [PROMPT], negative_prompts=["a", "b"])
+    with pytest.raises(Exception, match="guidance is 1"):
+        text_to_video(pipe, [PROMPT], guidance=1.0, negative_prompts=[other])
+
+
+def test_sdedit_guides_away_from_the_source_prompt_by_default(pipe_dir):
+    """edit(sdedit) with a source prompt is SDEdit with that prompt as the negative one, at
+    the edit's own guidance defaults unless the call sets them."""
+    from kinema.tasks import clips
+    from kinema.tasks.t2v import sample_latents
+
+    pipe = Pipeline.load(pipe_dir)
+    source = "a large red circle moving left on a black background"
+    clip = torch.rand(1, 3, 5, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    init = clips.encode(pipe, clip)
+    common = dict(init=init, strength=0.7, steps=4, seeds=2)
+    expected = pipe.decode(sample_latents(pipe, [PROMPT], tuple(init.shape), guidance=clips.SDEDIT_GUIDANCE,
+                                          guidance_interval=clips.SDEDIT_GUIDANCE_INTERVAL,
+                                          negative_prompts=[source], **common))
+    got = clips.edit(pipe, [PROMPT], clip, strength=0.7, source_prompts=[source], steps=4, seeds=2)
+    torch.testing.assert_close(got, expected)
+    no_source = clips.edit(pipe, [PROMPT], clip, strength=0.7, steps=4, seeds=2)
+    torch.testing.assert_close(no_source, pipe.decode(sample_latents(
+        pipe, [PROMPT], tuple(init.shape), guidance=clips.SDEDIT_GUIDANCE,
+        guidance_interval=clips.SDEDIT_GUIDANCE_INTERVAL, **common)))
+    assert (got - no_source).abs().max() > 1e-3
+    mild = clips.edit(pipe, [PROMPT], clip, strength=0.7, source_prompts=[source], steps=4, seeds=2, guidance=2.0,
+                      guidance_interval=(0.0, 1.0))
+    torch.testing.assert_close(mild, pipe.decode(sample_latents(pipe, [PROMPT], tuple(init.shape), guidance=2.0,
+                                                                guidance_interval=(0.0, 1.0),
+                                                                negative_prompts=[source], **common)))
+    with pytest.raises(Exception, match="give those instead of negative prompts"):
+        clips.edit(pipe, [PROMPT], clip, strength=0.7, negative_prompts=[source])
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"frames": 6}, "1 + 4k frames"), ({"size": (20, 16)}, "divisible by 8"), ({"steps": 0}, "steps must be >= 1"),
@@ -108,6 +155,10 @@ def test_generate_cli_is_deterministic(pipe_dir, tmp_path):
     d, e = tmp_path / "d.npy", tmp_path / "e.npy"
     assert main(["generate", PROMPT, "--model", str(pipe_dir), "-o", str(d), "--seed", "4", "--guidance-interval", "all"]) == 0
     assert np.array_equal(np.load(d), np.load(a))  # the test model guides every step anyway
+    f = tmp_path / "f.npy"
+    assert main(["generate", PROMPT, "--model", str(pipe_dir), "-o", str(f), "--seed", "4",
+                 "--negative-prompt", "an empty black background"]) == 0
+    assert np.load(f).shape == np.load(a).shape and not np.array_equal(np.load(f), np.load(a))
     assert main(["generate", PROMPT, "--model", str(pipe_dir), "-o", str(e), "--seed", "4",
                  "--guidance-interval", "0.5:1"]) == 0
     assert not np.array_equal(np.load(e), np.load(a))

@@ -262,7 +262,9 @@ def test_flowedit_on_a_pipeline_keeps_the_clip_when_the_prompts_agree(pipe):
     torch.testing.assert_close(same, pipe.decode(init), rtol=0, atol=1e-4)
     with pytest.raises(KinemaError, match="flowedit does not take sampler"):
         clips.edit(pipe, [""], clip, strength=0.5, method="flowedit", sampler="heun")
-    with pytest.raises(KinemaError, match="only used by the flowedit"):
+    with pytest.raises(KinemaError, match="takes no text"):  # sdedit guides away from the source prompt
         clips.edit(pipe, [""], clip, strength=0.5, source_prompts=["x"])
+    with pytest.raises(KinemaError, match="2 source prompts for 1"):
+        clips.edit(pipe, [""], clip, strength=0.5, source_prompts=["x", "y"])
     with pytest.raises(KinemaError, match="unknown edit method"):
         clips.edit(pipe, [""], clip, strength=0.5, method="invert")

@@ -21,9 +21,10 @@ from kinema.cli.arguments import GUIDANCE_INTERVAL_HELP, non_negative_float, par
 METHOD_HELP = "how known content is kept: trained (default), replace or guidance"
 
 
-def add_sampling_options(parser: argparse.ArgumentParser, *, fast: bool = False) -> None:
+def add_sampling_options(parser: argparse.ArgumentParser, *, fast: bool = False, negative: bool = True) -> None:
     """Options every generating command shares; `fast` adds --fast (generate only: the
-    distilled model is measured on text-to-video)."""
+    distilled model is measured on text-to-video); `negative` adds --negative-prompt (edit
+    has --source-prompt instead)."""
     parser.add_argument("-o", "--out", required=True, help="output: .mp4, .gif, .npy or a directory of PNG frames")
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--model", metavar="DIR", help="a pipeline dir (default: the shipped default model)")
@@ -33,6 +34,9 @@ def add_sampling_options(parser: argparse.ArgumentParser, *, fast: bool = False)
     parser.add_argument("--steps", type=positive_int, help="sampler steps (default: the model's)")
     parser.add_argument("--guidance", type=non_negative_float, help="classifier-free guidance scale (default: the model's)")
     parser.add_argument("--guidance-interval", type=parse_interval, metavar="LO:HI", help=GUIDANCE_INTERVAL_HELP)
+    if negative:
+        parser.add_argument("--negative-prompt", metavar="P",
+                            help="what the clip should not show: guidance steers away from it (default: none)")
     parser.add_argument("--sampler", help="ddpm, ddim, euler, heun or dpmpp_2m (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same clip")
     add_precision_option(parser)
@@ -69,11 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--method", dest="edit_method", choices=("sdedit", "flowedit"), default="sdedit",
                    help="sdedit (default): noise the clip and regenerate it; flowedit: change only what "
                         "--prompt and --source-prompt disagree on (Kulikov et al. 2024)")
-    p.add_argument("--source-prompt", help="flowedit: what the input clip shows (default: the empty prompt)")
+    p.add_argument("--source-prompt", help="what the input clip shows: sdedit guides away from it, flowedit moves "
+                                           "from it to --prompt (default: the empty prompt)")
     p.add_argument("--source-guidance", type=non_negative_float, default=1.5,
                    help="flowedit: guidance on the source prompt (default 1.5)")
     p.add_argument("--frames", type=positive_int, help="frames taken from the clip (default: the model's)")
-    add_sampling_options(p)
+    add_sampling_options(p, negative=False)
     p.set_defaults(func=_edit)
 
     p = subparsers.add_parser("inpaint", help="regenerate a masked region of a clip",
@@ -166,8 +171,9 @@ def read_clip(path: str, pipe, frames: int | None, what: str = "clip", exact: bo
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
+    negative = getattr(args, "negative_prompt", None)
     return {"steps": args.steps, "guidance": args.guidance, "sampler": args.sampler, "seeds": args.seed,
-            "guidance_interval": args.guidance_interval}
+            "guidance_interval": args.guidance_interval, "negative_prompts": None if negative is None else [negative]}
 
 
 def write(args: argparse.Namespace, pipe, video) -> int:
@@ -196,11 +202,9 @@ def _edit(args: argparse.Namespace) -> int:
 
     if args.strength > 1:
         raise KinemaError(f"--strength must be in [0, 1], got {args.strength}")
-    options: dict = {}
+    options: dict = {"source_prompts": None if args.source_prompt is None else [args.source_prompt]}
     if args.edit_method == "flowedit":
-        options = {"source_prompts": [args.source_prompt or ""], "source_guidance": args.source_guidance}
-    elif args.source_prompt is not None:
-        raise KinemaError("--source-prompt is only used by --method flowedit")
+        options["source_guidance"] = args.source_guidance
     pipe = load_pipeline(args)
     clip = read_clip(args.clip, pipe, args.frames, exact=args.frames is not None)
     return write(args, pipe, edit(pipe, [args.prompt], clip, strength=args.strength, method=args.edit_method,

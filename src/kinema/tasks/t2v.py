@@ -18,21 +18,29 @@ if TYPE_CHECKING:
 
 
 def guided_denoiser(pipe: Pipeline, prompts: Sequence[str], guidance: float | Tensor, known: dict | None = None,
-                    interval: tuple[float, float] | None = None):
+                    interval: tuple[float, float] | None = None, negative_prompts: Sequence[str] | None = None):
     """The denoiser D(x, sigma) for `prompts` with classifier-free guidance at `guidance`
     (a number, or one per prompt (B,); only at noise levels inside `interval`, when given).
 
-    The null condition is the empty prompt (the text encoder's no-text states); prompts and
-    nulls are encoded in one call so both are padded to the same length. `known` is the
-    network's extra inputs ({"cond": (B, C + 1, t, h, w)}, kinema.tasks.conditioning) for a
-    network trained with tasks; both guidance branches see it.
+    The null condition is the empty prompt (the text encoder's no-text states), or
+    `negative_prompts`, which guidance then steers away from; prompts and nulls are encoded
+    in one call so both are padded to the same length. `known` is the network's extra inputs
+    ({"cond": (B, C + 1, t, h, w)}, kinema.tasks.conditioning) for a network trained with
+    tasks; both guidance branches see it.
     """
     denoiser = pipe.denoiser
     extra = dict(known or {})
-    if pipe.text is None:
-        return bind(denoiser, **extra)
     n = len(prompts)
-    states, mask = pipe.text.encode(list(prompts) + [""] * n)
+    nulls = [""] * n if negative_prompts is None else list(negative_prompts)
+    if len(nulls) != n:
+        raise KinemaError(f"got {len(nulls)} negative prompts for {n} prompts")
+    if pipe.text is None:
+        if negative_prompts is not None:
+            raise KinemaError("this model takes no text, so it cannot take a negative prompt")
+        return bind(denoiser, **extra)
+    if negative_prompts is not None and not isinstance(guidance, Tensor) and guidance == 1.0:
+        raise KinemaError("a negative prompt acts through guidance, and guidance is 1 (off); set a guidance above 1")
+    states, mask = pipe.text.encode(list(prompts) + nulls)
     cond = {"context": states[:n], "context_mask": mask[:n], **extra}
     if not isinstance(guidance, Tensor) and guidance == 1.0:
         return bind(denoiser, **cond)
@@ -79,6 +87,7 @@ def sample_latents(
     sampler: str | None = None,
     seeds: Sequence[int] | int = 0,
     guidance_interval: tuple[float, float] | None = None,
+    negative_prompts: Sequence[str] | None = None,
     guidance_weight: float = 2.0,
     progress: bool = False,
     callback: Callable[[dict], None] | None = None,
@@ -92,7 +101,8 @@ def sample_latents(
     noise comes from its own generator (seed `seeds + b`, or `seeds[b]`), so a prompt's clip
     does not depend on the rest of the batch. `guidance_interval` (lo, hi) limits guidance to those noise levels
     ((0, inf) guides every step); when the model's default interval would guide no step of
-    this trajectory (SDEdit starting below it), every step is guided. Unset options take the
+    this trajectory (SDEdit starting below it), every step is guided. `negative_prompts` (one
+    per prompt) replace the empty prompt as guidance's null condition. Unset options take the
     pipeline's defaults.
     """
     from kinema.tasks.known import KnownContent, check_method, known_cond, noised_context
@@ -130,13 +140,14 @@ def sample_latents(
             interval[0] <= s <= interval[1] for s in sigmas[:-1].tolist()):
         interval = None  # the model's default interval misses every step (SDEdit below it): guide them all
     if known is None:
-        denoiser = guided_denoiser(pipe, prompts, guidance, empty_conditioning(pipe, shape, device), interval)
+        denoiser = guided_denoiser(pipe, prompts, guidance, empty_conditioning(pipe, shape, device), interval,
+                                   negative_prompts)
     else:
         known_noise = randn(shape, generator=generators([s + 10**6 for s in seeds])).to(device)
         context = noised_context(known, pipe.schedule.path, known_noise) if trained else None
         extra = known_cond(known, context) if trained else empty_conditioning(pipe, shape, device)
-        denoiser = KnownContent(guided_denoiser(pipe, prompts, guidance, extra, interval), known, method, known_noise,
-                                guidance_weight, context)
+        denoiser = KnownContent(guided_denoiser(pipe, prompts, guidance, extra, interval, negative_prompts), known,
+                                method, known_noise, guidance_weight, context)
     return sample(denoiser, x, sigmas, generator=gens, callback=callback, progress=progress)
 
 
@@ -152,15 +163,17 @@ def text_to_video(
     sampler: str | None = None,
     seeds: Sequence[int] | int = 0,
     guidance_interval: tuple[float, float] | None = None,
+    negative_prompts: Sequence[str] | None = None,
     progress: bool = False,
     callback: Callable[[dict], None] | None = None,
 ) -> Tensor:
     """Clips for `prompts`: (B, 3, T, H, W) in [-1, 1]. Unset options take the pipeline's
-    defaults; seeds as in `sample_latents`."""
+    defaults; seeds and negative prompts as in `sample_latents`."""
     c = pipe.config
     frames = c.frames if frames is None else frames
     size = (c.height, c.width) if size is None else size
     shape = pipe.latent_shape(len(prompts), frames, size)
     latents = sample_latents(pipe, prompts, shape, steps=steps, guidance=guidance, sampler=sampler, seeds=seeds,
-                             guidance_interval=guidance_interval, progress=progress, callback=callback)
+                             guidance_interval=guidance_interval, negative_prompts=negative_prompts,
+                             progress=progress, callback=callback)
     return pipe.decode(latents)
