@@ -117,6 +117,15 @@ def test_interpolate_and_extend_commands(model, clip, tmp_path):
     cont = tmp_path / "cont.npy"
     assert main(["extend", clip, "--frames", "17", "--model", model, "-o", str(cont), "--steps", "2"]) == 0
     assert np.load(cont).shape == (17, 16, 16, 3)
+    # --negative-prompt reaches every window's guidance (and each interpolation pass)
+    steered = tmp_path / "steered.npy"
+    assert main(["extend", clip, "--frames", "17", "--model", model, "-o", str(steered), "--steps", "2",
+                 "--negative-prompt", "an empty black background"]) == 0
+    assert np.load(steered).shape == (17, 16, 16, 3) and not np.array_equal(np.load(steered), np.load(cont))
+    steered = tmp_path / "steered_interp.npy"
+    assert main(["interpolate", "--first", str(a), "--last", str(b), "--model", model, "-o", str(steered),
+                 "--steps", "2", "--negative-prompt", "an empty black background"]) == 0
+    assert not np.array_equal(np.load(steered), np.load(out))
 
 
 @pytest.mark.parametrize("extra, message", [
