@@ -2,8 +2,8 @@
 
 A small seeded subset of bench/tasks_shapes.py (same clips, same measurements: its
 docstring says what each figure means): two rendered Shapes clips per criterion (16 for
-editing, judged as a rate), the
-"trained" method (the default's), 10 sampling steps. Thresholds are the issue's:
+editing, judged as a rate), the "trained" method (the default's), 10 sampling steps.
+Thresholds are the issue's:
 
 - prediction from 5 frames: >= 80% of predicted frames within 2 px of the true trajectory;
 - interpolation between a clip's first and last frames: >= 80% of the generated frames
