@@ -59,13 +59,13 @@ def pipe():
     return Pipeline.load(DEFAULT_PIPELINE_DIR)
 
 
-def clips(pipe, entry: bool = False):
+def clips(pipe, entry: bool = False, n: int = CLIPS):
     c = pipe.config
-    return bench.shapes_clips(CLIPS, SEED, frames=c.frames, size=(c.height, c.width), entry=entry)
+    return bench.shapes_clips(n, SEED, frames=c.frames, size=(c.height, c.width), entry=entry)
 
 
-def run(pipe, task: str, method: str | None = METHOD, **options):
-    return bench.run_task(pipe, task, clips(pipe, entry=task == "long"), method, steps=STEPS, seed=SEED, **options)
+def run(pipe, task: str, method: str | None = METHOD, n: int = CLIPS, **options):
+    return bench.run_task(pipe, task, clips(pipe, entry=task == "long", n=n), method, steps=STEPS, seed=SEED, **options)
 
 
 def show(rows) -> str:
@@ -97,9 +97,7 @@ def test_inpainting_keeps_the_pixels_outside_the_region(pipe):
 
 
 def test_editing_changes_the_colour_under_the_judge(pipe):
-    edit_clips = bench.shapes_clips(EDIT_CLIPS, SEED, frames=pipe.config.frames,
-                                    size=(pipe.config.height, pipe.config.width))
-    rows = bench.run_task(pipe, "edit", edit_clips, "sdedit", steps=STEPS, seed=SEED, strength=0.7)
+    rows = run(pipe, "edit", method="sdedit", n=EDIT_CLIPS, strength=0.7)
     rate = float(np.mean([r["judge_pass"] for r in rows]))
     op, target = bench.TARGETS[("edit", "judge_pass")]
     assert bench.meets(rate, op, target), \

@@ -119,9 +119,6 @@ def edit(pipe: Pipeline, prompts: list[str], clip: Tensor, *, strength: float, m
             raise KinemaError("sdedit guides away from the source prompts; give those instead of negative prompts")
         guided = {"guidance": SDEDIT_GUIDANCE, "guidance_interval": SDEDIT_GUIDANCE_INTERVAL,
                   **{k: v for k, v in sampling.items() if v is not None}, "negative_prompts": source_prompts}
-        if source_prompts is not None and guided["guidance"] == 1.0:
-            raise KinemaError("sdedit steers away from the source prompt through guidance, and guidance is 1 (off); "
-                              "set a guidance above 1 or leave the source prompt out")
         out = sample_latents(pipe, prompts, tuple(init.shape), init=init, strength=strength, **guided)
     return pipe.decode(out)
 

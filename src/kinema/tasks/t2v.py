@@ -39,7 +39,8 @@ def guided_denoiser(pipe: Pipeline, prompts: Sequence[str], guidance: float | Te
             raise KinemaError("this model takes no text, so it cannot take a negative prompt")
         return bind(denoiser, **extra)
     if negative_prompts is not None and not isinstance(guidance, Tensor) and guidance == 1.0:
-        raise KinemaError("a negative prompt acts through guidance, and guidance is 1 (off); set a guidance above 1")
+        raise KinemaError("a negative (or edit source) prompt acts through guidance, and guidance is 1 (off); "
+                          "set a guidance above 1")
     states, mask = pipe.text.encode(list(prompts) + nulls)
     cond = {"context": states[:n], "context_mask": mask[:n], **extra}
     if not isinstance(guidance, Tensor) and guidance == 1.0:
